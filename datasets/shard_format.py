@@ -1,0 +1,235 @@
+"""The HDF5 shard format shared by rendered and converted datasets (`interfaces.md`).
+
+A dataset is a directory of ``shard-000000.h5`` … plus ``manifest.json``. A shard holds N
+samples as the arrays of :data:`ARRAYS`; it appears under its final name only when
+complete (:func:`write_shard` writes to a temporary name, checks it, then renames). The
+manifest records each shard's sample count and SHA-256 and the generating command and
+config; it is updated under a file lock so several processes or machines can fill one
+directory (:func:`record_shards`).
+
+This module owns the schema; writers (``render``, ``datasets.convert``) and readers
+(``datasets.shards``) go through it.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from datasets.joints import MANO21
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.h5$")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    dtype: str
+    per_sample_shape: tuple  # "H"/"W" stand for the image size
+    required: bool
+    meaning: str
+
+
+#: Per-sample arrays of a shard (contract: `interfaces.md`, "Synthetic and converted shards").
+ARRAYS: dict[str, ArraySpec] = {
+    "rgb": ArraySpec("uint8", ("H", "W", 3), True, "colour image"),
+    "depth": ArraySpec("uint16", ("H", "W"), False, "depth in millimetres along camera z, 0 = no data"),
+    "mask": ArraySpec("uint8", ("H", "W"), False, "1 = hand, 0 = other"),
+    "joints3d": ArraySpec("float32", (21, 3), True, "metres, camera frame (OpenCV axes), mano21"),
+    "joints2d": ArraySpec("float32", (21, 2), True, "pixels (u = column, v = row)"),
+    "visible": ArraySpec("bool", (21,), True, "joint not occluded by the hand itself or out of frame"),
+    "K": ArraySpec("float32", (3, 3), True, "intrinsics of the stored image"),
+}
+
+#: Image arrays are chunked one sample per chunk and compressed; see docs/shard_storage.md
+#: for the measurement behind this choice.
+IMAGE_ARRAYS = ("rgb", "depth", "mask")
+DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+
+
+class ShardError(ValueError):
+    """A shard or manifest is missing, truncated, corrupt or of an unknown schema."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.h5"
+
+
+def shard_index(name: str) -> int | None:
+    match = SHARD_PATTERN.match(Path(name).name)
+    return int(match.group(1)) if match else None
+
+
+def list_shards(directory: str | Path) -> list[Path]:
+    """Complete shards of a dataset directory, in index order (temporary files ignored)."""
+    directory = Path(directory)
+    return sorted(p for p in directory.iterdir() if shard_index(p.name) is not None)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> int:
+    missing = [k for k, spec in ARRAYS.items() if spec.required and k not in arrays]
+    if missing:
+        raise ShardError(f"{where}: missing required arrays {missing}")
+    n = len(arrays["rgb"])
+    height, width = arrays["rgb"].shape[1:3]
+    for key, spec in ARRAYS.items():
+        if key not in arrays:
+            continue
+        value = arrays[key]
+        expected = tuple({"H": height, "W": width}.get(d, d) for d in spec.per_sample_shape)
+        if value.dtype != np.dtype(spec.dtype) or value.shape != (n,) + expected:
+            raise ShardError(
+                f"{where}: array '{key}' should be {spec.dtype} {(n,) + expected}, "
+                f"found {value.dtype} {value.shape}"
+            )
+    return n
+
+
+def write_shard(
+    directory: str | Path,
+    index: int,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    compression: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write one shard atomically and return its manifest entry.
+
+    ``arrays`` holds the :data:`ARRAYS` plus any extra per-sample arrays (hand parameters,
+    seeds); ``attrs`` must include ``source`` and ``config`` (a JSON string) and may hold
+    more. The file is written to a temporary name, flushed to disk, re-opened and checked,
+    then renamed, so a shard under its final name is always complete.
+    """
+    directory = Path(directory)
+    final = directory / shard_name(index)
+    n = _check_arrays(arrays, str(final))
+    compression = dict(DEFAULT_COMPRESSION if compression is None else compression)
+    temporary = directory / f".{final.name}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(temporary, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["joint_layout"] = "mano21"
+            f.attrs["joint_names"] = json.dumps(list(MANO21))
+            f.attrs["num_samples"] = n
+            for key, value in attrs.items():
+                f.attrs[key] = value if isinstance(value, (str, int, float, np.number)) else json.dumps(value)
+            for key, value in arrays.items():
+                value = np.ascontiguousarray(value)
+                if key in IMAGE_ARRAYS and n > 0:
+                    f.create_dataset(key, data=value, chunks=(1,) + value.shape[1:], **compression)
+                else:
+                    f.create_dataset(key, data=value)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        read_back = open_shard(temporary)
+        read_back.close()
+        entry = {"name": final.name, "num_samples": int(n), "sha256": file_sha256(temporary),
+                 "bytes": temporary.stat().st_size}
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    return entry
+
+
+def open_shard(path: str | Path, expected_samples: int | None = None) -> h5py.File:
+    """Open a shard read-only after validating its schema; raise :class:`ShardError` if bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShardError(f"{path}: shard file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ShardError(f"{path}: not a readable HDF5 shard (truncated or corrupt?): {exc}") from exc
+    try:
+        version = f.attrs.get("schema_version")
+        if version is None:
+            raise ShardError(f"{path}: no 'schema_version' attribute; not a shard of this toolkit")
+        if int(version) != SCHEMA_VERSION:
+            raise ShardError(f"{path}: schema_version {int(version)} is unknown; this toolkit reads {SCHEMA_VERSION}")
+        if f.attrs.get("joint_layout") != "mano21":
+            raise ShardError(f"{path}: joint_layout should be 'mano21', found {f.attrs.get('joint_layout')!r}")
+        n = int(f.attrs.get("num_samples", -1))
+        if expected_samples is not None and n != expected_samples:
+            raise ShardError(f"{path}: expected {expected_samples} samples, the file says {n}")
+        for key, spec in ARRAYS.items():
+            if key not in f:
+                if spec.required:
+                    raise ShardError(f"{path}: missing required array '{key}'")
+                continue
+            ds = f[key]
+            if ds.shape[0] != n or ds.dtype != np.dtype(spec.dtype):
+                raise ShardError(
+                    f"{path}: array '{key}' should be {spec.dtype} with {n} samples, found {ds.dtype} {ds.shape}"
+                )
+    except ShardError:
+        f.close()
+        raise
+    except Exception as exc:  # h5py raises assorted errors on damaged files
+        f.close()
+        raise ShardError(f"{path}: damaged shard ({type(exc).__name__}: {exc})") from exc
+    return f
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a dataset directory, or an empty one if none exists yet."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.exists():
+        return {"schema_version": SCHEMA_VERSION, "shards": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"{path}: manifest is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), dict):
+        raise ShardError(f"{path}: manifest should be an object with a 'shards' object")
+    return manifest
+
+
+@contextlib.contextmanager
+def _manifest_lock(directory: Path) -> Iterator[None]:
+    with open(directory / f".{MANIFEST_NAME}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def record_shards(directory: str | Path, entries: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """Add shard entries (and top-level ``fields``) to the manifest, atomically and under a lock."""
+    directory = Path(directory)
+    with _manifest_lock(directory):
+        manifest = read_manifest(directory)
+        manifest["schema_version"] = SCHEMA_VERSION
+        manifest.update(fields)
+        for entry in entries:
+            manifest["shards"][entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
+        manifest["shards"] = dict(sorted(manifest["shards"].items()))
+        manifest["num_samples"] = sum(e["num_samples"] for e in manifest["shards"].values())
+        manifest["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        temporary = directory / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(temporary, directory / MANIFEST_NAME)
+    return manifest
