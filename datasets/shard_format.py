@@ -26,6 +26,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
+from datasets.errors import DatasetError
 from datasets.joints import MANO21
 
 SCHEMA_VERSION = 1
@@ -58,7 +59,7 @@ IMAGE_ARRAYS = ("rgb", "depth", "mask")
 DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
-class ShardError(ValueError):
+class ShardError(DatasetError):
     """A shard or manifest is missing, truncated, corrupt or of an unknown schema."""
 
 
