@@ -6,6 +6,8 @@ is called, raising :class:`UnsafePickleError` with the file name and the offendi
 """
 from __future__ import annotations
 
+import codecs
+import collections
 import io
 import pickle
 from pathlib import Path
@@ -26,7 +28,9 @@ NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "scalar"): np.core.multiarray.scalar,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("collections", "OrderedDict"): __import__("collections").OrderedDict,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    # protocol-2 pickles (Python 2 era files such as RHD and MANO) store bytes through codecs.encode
+    ("_codecs", "encode"): codecs.encode,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
