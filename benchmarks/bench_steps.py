@@ -1,0 +1,135 @@
+"""Time one training iteration of each kind on one fixed batch and write a table to docs/.
+
+Kinds: plain student step (L_REG), distillation step (G = L_REG + L_DIST, Eq. 8), meta step with
+Algorithm 1 (exact, second order) and with the supplement's efficient algorithm. Every kind ends
+with an Adam step, as in training. Repetitions are interleaved (kind A, B, C, D, A, B, ...) so
+that load from other processes on a shared machine hits all kinds alike; medians are reported.
+
+Example::
+
+    python benchmarks/bench_steps.py --model resnet18 --width 16 --batch 32 --size 128 \
+        --repeats 7 --out docs/step_benchmark.md
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from models import build_model  # noqa: E402
+from training.losses import regression_loss  # noqa: E402
+from training.meta import MetaPriorLearner, distillation_step  # noqa: E402
+from training.prior import init_phi  # noqa: E402
+
+
+def _parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--width", type=int, default=16, help="base channels (paper: 64)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=128, help="input height = width (paper: 256)")
+    parser.add_argument("--inner-steps", type=int, default=1, help="l of Algorithm 1")
+    parser.add_argument("--repeats", type=int, default=7, help="timed iterations per kind")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="markdown file to write (default: print only)")
+    return parser.parse_args(argv)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_steps(args):
+    """Return {kind: callable running one iteration} sharing one student, teacher and batch."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    student = build_model(args.model, 3, width=args.width).to(device).train()
+    teacher = build_model(args.model, 1, width=args.width).to(device).eval().requires_grad_(False)
+    rgb = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    depth = torch.rand(args.batch, 1, args.size, args.size, device=device)
+    target = torch.randn(args.batch, 63, device=device)
+    optimizer = torch.optim.Adam(student.parameters(), lr=2.5e-4)
+    learners = {algorithm: MetaPriorLearner(student, teacher, init_phi(student), alpha=2.5e-4, beta=1e-3,
+                                            inner_steps=args.inner_steps, algorithm=algorithm)
+                for algorithm in ("exact", "efficient")}
+
+    def plain():
+        regression_loss(student(rgb)["pred"], target).backward()
+
+    def distill():
+        distillation_step(student, teacher, rgb, depth, target)
+
+    def with_adam(fn):
+        def run():
+            optimizer.zero_grad(set_to_none=True)
+            fn()
+            optimizer.step()
+        return run
+
+    return {
+        "plain student step (L_REG)": with_adam(plain),
+        "distillation step (G)": with_adam(distill),
+        f"Algorithm 1, exact (l={args.inner_steps})": with_adam(lambda: learners["exact"].step(rgb, depth, target)),
+        f"Algorithm 3, efficient (l={args.inner_steps})":
+            with_adam(lambda: learners["efficient"].step(rgb, depth, target)),
+    }
+
+
+def measure(steps, repeats, warmup, device):
+    """Interleaved timing: {kind: [seconds, ...]}."""
+    times = {kind: [] for kind in steps}
+    for r in range(warmup + repeats):
+        for kind, fn in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if r >= warmup:
+                times[kind].append(time.perf_counter() - start)
+    return times
+
+
+def table(args, times):
+    medians = {kind: statistics.median(v) for kind, v in times.items()}
+    base = medians["distillation step (G)"]
+    lines = [
+        f"Settings: {args.model}, width {args.width}, batch {args.batch}, input {args.size}x{args.size}, "
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, {args.repeats} interleaved repetitions "
+        f"after {args.warmup} warm-up, {datetime.date.today().isoformat()}.",
+        "",
+        "| step | median s/iter | min | max | ratio to distillation step |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, value in medians.items():
+        lines.append(f"| {kind} | {value:.3f} | {min(times[kind]):.3f} | {max(times[kind]):.3f} | "
+                     f"{value / base:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = _parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    result = table(args, measure(build_steps(args), args.repeats, args.warmup, device))
+    print(result)
+    if args.out:
+        command = "python benchmarks/bench_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.out, "a") as f:
+            f.write(f"\n### `{command}`\n\n{result}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""Transforms on the sample dict (`sample_api.md`): hand crop, augmentation, normalisation.
+
+Every transform is a callable ``sample -> sample`` on the dict every dataset returns
+(``rgb`` (3,H,W) in [0, 1], optional ``depth`` (1,H,W) metres and ``mask`` (1,H,W),
+``joints3d`` (21,3) metres, ``joints2d`` (21,2) pixels, ``visible`` (21,), ``K`` (3,3),
+``index``). Geometric transforms move the image, ``K``, ``joints2d`` and (for rotations)
+``joints3d`` together, so the projection invariant ``project(joints3d, K) == joints2d``
+still holds afterwards.
+
+Pixel convention: pixel ``i`` covers ``[i - 0.5, i + 0.5]`` (OpenCV: integer coordinates
+are pixel centres). All image warps go through :func:`warp_sample`: one ``grid_sample``
+call for the colour image (bilinear) and one for depth and mask (nearest neighbour, so no
+depth is invented at the hand's silhouette).
+
+Random transforms are reproducible: with a ``seed`` each sample draws from
+``np.random.default_rng([seed, epoch, index, stream])`` (``stream`` keeps the crop jitter
+and the augmentation independent), so DataLoader workers and resumed runs see the same
+draws. Call ``set_epoch(epoch)`` (on the transform or on :class:`Compose`) before each
+epoch's DataLoader iterator is created.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datasets.joints import index as joint_index, root_and_scale
+
+#: ImageNet statistics used to normalise RGB input (`method.md` §3: one place, saved with each run).
+RGB_MEAN = (0.485, 0.456, 0.406)
+RGB_STD = (0.229, 0.224, 0.225)
+#: Half-size in metres of the depth cube around the root joint mapped to [-1, 1].
+DEPTH_CUBE_HALF_SIZE = 0.15
+#: Value of ``depth_input`` where the depth map has no data (depth 0): "far background".
+DEPTH_BACKGROUND = 1.0
+#: Smallest crop side in source pixels (guards against degenerate boxes of collapsed joints).
+MIN_CROP_SIDE_PX = 8.0
+
+_ROOT = joint_index("wrist")
+_CROP_STREAM, _AUGMENT_STREAM = 0, 1
+
+
+def input_normalization_config() -> dict:
+    """The input normalisation constants, as a dict to save next to every run."""
+    return {
+        "rgb_mean": list(RGB_MEAN),
+        "rgb_std": list(RGB_STD),
+        "depth_cube_half_size_m": DEPTH_CUBE_HALF_SIZE,
+        "depth_reference": "z of the root joint (wrist)",
+        "depth_clip": [-1.0, 1.0],
+        "depth_background": DEPTH_BACKGROUND,
+    }
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _as_numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def inverse3(M: np.ndarray) -> np.ndarray:
+    """Inverse of a 3×3 matrix by the adjugate (no LAPACK call: BLAS thread start-up dominates at this size)."""
+    M = np.asarray(M, dtype=np.float64)
+    adjugate = np.array([
+        [M[1, 1] * M[2, 2] - M[1, 2] * M[2, 1], M[0, 2] * M[2, 1] - M[0, 1] * M[2, 2], M[0, 1] * M[1, 2] - M[0, 2] * M[1, 1]],
+        [M[1, 2] * M[2, 0] - M[1, 0] * M[2, 2], M[0, 0] * M[2, 2] - M[0, 2] * M[2, 0], M[0, 2] * M[1, 0] - M[0, 0] * M[1, 2]],
+        [M[1, 0] * M[2, 1] - M[1, 1] * M[2, 0], M[0, 1] * M[2, 0] - M[0, 0] * M[2, 1], M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]],
+    ])
+    determinant = M[0] @ adjugate[:, 0]
+    if not abs(determinant) > 1e-300:
+        raise ValueError(f"singular 3×3 matrix {M.tolist()}")
+    return adjugate / determinant
+
+
+def _apply_homography(M: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map pixel points ``(N, 2)`` through the 3×3 homography ``M``."""
+    homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ M.T
+    return homogeneous[:, :2] / homogeneous[:, 2:3]
+
+
+def _source_pixels(M: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Source pixel ``(u, v)`` of every output pixel, ``(height, width, 2)``, for the map ``M`` (source → output)."""
+    inverse = inverse3(M)
+    u = np.arange(width, dtype=np.float64)[None, :]
+    v = np.arange(height, dtype=np.float64)[:, None]
+    x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]  # elementwise: no threaded BLAS call
+    y = inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]
+    w = inverse[2, 0] * u + inverse[2, 1] * v + inverse[2, 2]
+    return np.stack([x / w, y / w], axis=-1)
+
+
+def _sampling_grid(source_uv: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """``grid_sample`` grid (1, h, w, 2) for source pixel positions in an image of ``height``×``width``."""
+    grid = torch.from_numpy(source_uv.astype(np.float32))
+    grid[..., 0].mul_(2.0 / width).add_(1.0 / width - 1.0)  # pixel centre i → (2i + 1) / W − 1
+    grid[..., 1].mul_(2.0 / height).add_(1.0 / height - 1.0)
+    return grid[None]
+
+
+def _sample_image(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """Resample ``image`` (C,H,W) on ``grid``; zeros outside the image."""
+    return F.grid_sample(image[None].float(), grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
+
+
+def inside_image(uv: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Whether pixel points ``(N, 2)`` lie inside an image of that size (pixel edges included)."""
+    return (uv[:, 0] >= -0.5) & (uv[:, 0] <= width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= height - 0.5)
+
+
+def warp_sample(
+    sample: dict,
+    M: np.ndarray,
+    size: tuple[int, int],
+    K_new: np.ndarray,
+    rotation: np.ndarray | None = None,
+) -> dict:
+    """Warp every image of ``sample`` by the homography ``M`` (source pixel → output pixel).
+
+    ``size`` is the output ``(height, width)``; ``K_new`` the intrinsics of the output
+    image. ``rotation`` (3×3), if given, is the camera-frame rotation the warp stands for
+    (``M = A·K·R·K⁻¹`` for an image-plane affine ``A`` with ``K_new = A·K``): ``joints3d``
+    becomes ``R·J`` and each depth value is corrected to the rotated point's z,
+    ``z' = z·(R·K⁻¹·[u, v, 1]ᵀ)_z`` at its source pixel. ``joints2d`` is mapped by ``M``;
+    joints that leave the image become invisible.
+    """
+    height, width = size
+    out = dict(sample)
+    source_uv = _source_pixels(M, height, width)
+    grid = _sampling_grid(source_uv, *sample["rgb"].shape[-2:])
+    out["rgb"] = _sample_image(sample["rgb"], grid, "bilinear").clamp_(0.0, 1.0)
+    nearest_keys = [k for k in ("depth", "mask") if k in sample]
+    if nearest_keys:
+        stacked = torch.cat([sample[k].float() for k in nearest_keys], dim=0)
+        warped = _sample_image(stacked, grid, "nearest")
+        for channel, key in enumerate(nearest_keys):
+            out[key] = warped[channel : channel + 1].contiguous()
+    if rotation is not None and "depth" in out:
+        row = (rotation @ inverse3(_as_numpy(sample["K"])))[2]
+        factor = source_uv[..., 0] * row[0] + source_uv[..., 1] * row[1] + row[2]
+        out["depth"] = out["depth"] * torch.from_numpy(factor.astype(np.float32))[None]
+    uv = _apply_homography(M, _as_numpy(sample["joints2d"]).astype(np.float64))
+    out["joints2d"] = torch.from_numpy(uv.astype(np.float32))
+    out["K"] = torch.from_numpy(np.asarray(K_new, dtype=np.float32))
+    if rotation is not None:
+        joints = _as_numpy(sample["joints3d"]).astype(np.float64) @ np.asarray(rotation).T
+        out["joints3d"] = torch.from_numpy(joints.astype(np.float32))
+    visible = _as_numpy(sample["visible"]).astype(bool) & inside_image(uv, height, width)
+    out["visible"] = torch.from_numpy(visible)
+    return out
+
+
+def rotation_about_axis(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues rotation matrix by ``angle`` radians about the unit vector ``axis`` (right-hand rule)."""
+    x, y, z = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    skew = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + math.sin(angle) * skew + (1.0 - math.cos(angle)) * skew @ skew
+
+
+# --------------------------------------------------------------------------- random streams
+
+
+class _Seeded:
+    """Per-sample random generator ``default_rng([seed, epoch, index, stream])`` (fresh entropy without a seed)."""
+
+    _stream = 0
+
+    def __init__(self, seed: int | None = None, rng: np.random.Generator | None = None):
+        self.seed = seed
+        self.rng = rng
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _generator(self, sample: dict) -> np.random.Generator:
+        if self.seed is None:
+            return self.rng if self.rng is not None else np.random.default_rng()
+        if "index" not in sample:
+            raise KeyError(f"{type(self).__name__}(seed={self.seed}) needs the sample's 'index' to draw reproducibly")
+        return np.random.default_rng([int(self.seed), self.epoch, int(sample["index"]), self._stream])
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+class HandCrop(_Seeded):
+    """Hand-centred square crop resized to ``size``×``size``; updates rgb/depth/mask, ``K`` and ``joints2d``.
+
+    The box is the bounding box of the 2D joints (``source="joints"``) or of the hand mask
+    (``source="mask"``; falls back to the joints when the mask is empty), made square with
+    side ``max(w, h)·(1 + 2·margin)``. ``jitter`` moves the centre by up to ``jitter·side``
+    in each direction and scales the side by a factor in ``[1 − jitter, 1 + jitter]``.
+    The crop is the similarity ``u' = a·(u − u₀) − 0.5`` (``a = size / side``, ``u₀`` the box's left edge), so ``K' = A·K`` and
+    ``joints3d`` is unchanged. Parts of the box outside the image are zero (depth 0 = no data).
+    """
+
+    _stream = _CROP_STREAM
+
+    def __init__(self, size: int = 256, margin: float = 0.25, jitter: float = 0.0, source: str = "joints",
+                 rng: np.random.Generator | None = None, seed: int | None = None):
+        super().__init__(seed=seed, rng=rng)
+        if source not in ("joints", "mask"):
+            raise ValueError(f"HandCrop source should be 'joints' or 'mask', found {source!r}")
+        if size <= 0 or margin < 0 or not 0 <= jitter < 1:
+            raise ValueError(f"HandCrop needs size > 0, margin >= 0, 0 <= jitter < 1; found {size}, {margin}, {jitter}")
+        self.size, self.margin, self.jitter, self.source = int(size), float(margin), float(jitter), source
+
+    def box(self, sample: dict) -> tuple[np.ndarray, float]:
+        """Centre ``(u, v)`` and side (source pixels) of the crop before jitter."""
+        low = high = None
+        if self.source == "mask":
+            if "mask" not in sample:
+                raise KeyError("HandCrop(source='mask') needs a 'mask' in the sample; this source has none")
+            rows, cols = np.nonzero(_as_numpy(sample["mask"])[0] > 0.5)
+            if len(rows):
+                low = np.array([cols.min(), rows.min()], np.float64) - 0.5
+                high = np.array([cols.max(), rows.max()], np.float64) + 0.5
+        if low is None:
+            uv = _as_numpy(sample["joints2d"]).astype(np.float64)
+            uv = uv[np.isfinite(uv).all(axis=1)]
+            if not len(uv):
+                raise ValueError(f"sample {sample.get('index')}: no finite 2D joints to crop around")
+            low, high = uv.min(axis=0), uv.max(axis=0)
+        side = max(float((high - low).max()) * (1.0 + 2.0 * self.margin), MIN_CROP_SIDE_PX)
+        return (low + high) / 2.0, side
+
+    def __call__(self, sample: dict) -> dict:
+        centre, side = self.box(sample)
+        if self.jitter > 0:
+            rng = self._generator(sample)
+            centre = centre + rng.uniform(-self.jitter, self.jitter, size=2) * side
+            side = side * (1.0 + rng.uniform(-self.jitter, self.jitter))
+        a = self.size / side
+        t = -(centre - side / 2.0) * a - 0.5  # box edge → -0.5, far edge → size - 0.5
+        A = np.array([[a, 0.0, t[0]], [0.0, a, t[1]], [0.0, 0.0, 1.0]])
+        K = _as_numpy(sample["K"]).astype(np.float64)
+        return warp_sample(sample, A, (self.size, self.size), A @ K)
+
+
+class Augment(_Seeded):
+    """Random rotation, scale and colour jitter, consistent across images, ``K`` and joints.
+
+    Rotation by ``angle ~ U(±rotation_deg)`` about the viewing ray ``d = K⁻¹·[c, 1]`` of a
+    centre pixel ``c`` (``about="centre"``: the image centre, where :class:`HandCrop` puts
+    the hand; ``about="principal_point"``: ``c = (cx, cy)``, so ``d`` is the optical axis).
+    Rotating the scene by ``R = rot(d, angle)`` moves each image point by the homography
+    ``H = K·R·K⁻¹`` (since ``K·(R·X) = H·(K·X)``), so the image is warped by ``H``,
+    ``joints3d`` becomes ``R·J``, ``K`` is unchanged, and depth is corrected to the new z.
+    About the principal point ``R`` is a rotation about the camera z axis and, with
+    ``fx = fy``, ``H`` is the plain in-plane rotation by ``angle`` about ``(cx, cy)``.
+    Positive angles turn x towards y (clockwise on screen, y pointing down).
+
+    Scale: a zoom by ``s ~ U(1 ± scale)`` about the image centre, ``A``; ``K' = A·K``,
+    ``joints3d`` unchanged. Colour: brightness, contrast and saturation factors in
+    ``U(1 ± color_jitter)``, applied to ``rgb`` only.
+    """
+
+    _stream = _AUGMENT_STREAM
+
+    def __init__(self, rotation_deg: float = 30.0, scale: float = 0.1, color_jitter: float = 0.2,
+                 seed: int | None = None, about: str = "centre", rng: np.random.Generator | None = None):
+        super().__init__(seed=seed, rng=rng)
+        if about not in ("centre", "principal_point"):
+            raise ValueError(f"Augment about should be 'centre' or 'principal_point', found {about!r}")
+        if rotation_deg < 0 or not 0 <= scale < 1 or not 0 <= color_jitter < 1:
+            raise ValueError(f"Augment needs rotation_deg >= 0, 0 <= scale < 1, 0 <= color_jitter < 1; "
+                             f"found {rotation_deg}, {scale}, {color_jitter}")
+        self.rotation_deg, self.scale, self.color_jitter, self.about = rotation_deg, scale, color_jitter, about
+
+    def __call__(self, sample: dict) -> dict:
+        rng = self._generator(sample)
+        angle = math.radians(rng.uniform(-self.rotation_deg, self.rotation_deg))
+        zoom = rng.uniform(1.0 - self.scale, 1.0 + self.scale)
+        colour = rng.uniform(1.0 - self.color_jitter, 1.0 + self.color_jitter, size=3)
+        height, width = sample["rgb"].shape[-2:]
+        K = _as_numpy(sample["K"]).astype(np.float64)
+        centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+        pivot = centre if self.about == "centre" else K[:2, 2]
+        K_inverse = inverse3(K)
+        R = rotation_about_axis(K_inverse @ np.append(pivot, 1.0), angle)
+        H = K @ R @ K_inverse
+        A = np.array([[zoom, 0.0, (1 - zoom) * centre[0]], [0.0, zoom, (1 - zoom) * centre[1]], [0.0, 0.0, 1.0]])
+        out = warp_sample(sample, A @ H, (height, width), A @ K, rotation=R)
+        out["rgb"] = jitter_colour(out["rgb"], *colour)
+        return out
+
+
+def jitter_colour(rgb: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
+    """Scale brightness, then contrast about the mean grey, then saturation about each pixel's grey; clip to [0, 1]."""
+    rgb = rgb * brightness
+    grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    rgb = (rgb - grey.mean()) * contrast + grey.mean()
+    grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return ((rgb - grey) * saturation + grey).clamp_(0.0, 1.0)
+
+
+class NormalizeTarget:
+    """Adds the regression target ``y = (J − J_root) / scale`` (`method.md` §2), ``root`` (3,) and ``scale`` ().
+
+    Root = wrist, scale = ‖middle_pip − middle_mcp‖. :func:`denormalize_target` inverts it.
+    """
+
+    def __call__(self, sample: dict) -> dict:
+        joints = _as_numpy(sample["joints3d"]).astype(np.float64)
+        root, scale = root_and_scale(joints)
+        if not scale > 0:
+            raise ValueError(f"sample {sample.get('index')}: scale bone middle_mcp–middle_pip has length {scale}")
+        out = dict(sample)
+        out["target"] = torch.from_numpy(((joints - root) / scale).astype(np.float32))
+        out["root"] = torch.from_numpy(root.astype(np.float32))
+        out["scale"] = torch.tensor(float(scale), dtype=torch.float32)
+        return out
+
+
+def denormalize_target(target: torch.Tensor, root: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Joints in metres from a normalised target: ``J = y·scale + root`` (batched: (B,21,3), (B,3), (B,))."""
+    return target * scale[..., None, None] + root[..., None, :]
+
+
+class NormalizeInputs:
+    """Adds ``rgb_input = (rgb − RGB_MEAN) / RGB_STD`` and, with depth, ``depth_input``.
+
+    ``depth_input = clip((depth − z_root) / DEPTH_CUBE_HALF_SIZE, −1, 1)``, with ``z_root``
+    the root joint's camera z and pixels without depth (0) set to ``DEPTH_BACKGROUND``.
+    """
+
+    def __init__(self, cube_half_size: float = DEPTH_CUBE_HALF_SIZE):
+        self.cube_half_size = float(cube_half_size)
+        self._mean = torch.tensor(RGB_MEAN, dtype=torch.float32)[:, None, None]
+        self._std = torch.tensor(RGB_STD, dtype=torch.float32)[:, None, None]
+
+    def __call__(self, sample: dict) -> dict:
+        out = dict(sample)
+        out["rgb_input"] = (sample["rgb"].float() - self._mean) / self._std
+        if "depth" in sample:
+            depth = sample["depth"].float()
+            root_z = float(_as_numpy(sample["joints3d"])[_ROOT, 2])
+            relative = ((depth - root_z) / self.cube_half_size).clamp(-1.0, 1.0)
+            out["depth_input"] = torch.where(depth > 0, relative, torch.full_like(depth, DEPTH_BACKGROUND))
+        return out
+
+
+class Compose:
+    """Apply transforms in order; ``set_epoch`` reaches every member that has one."""
+
+    def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: dict) -> dict:
+        for transform in self.transforms:
+            sample = transform(sample)
+        return sample
+
+    def set_epoch(self, epoch: int) -> None:
+        for transform in self.transforms:
+            if hasattr(transform, "set_epoch"):
+                transform.set_epoch(epoch)
+
+    def __repr__(self) -> str:
+        return f"Compose({[type(t).__name__ for t in self.transforms]})"
+
+
+def training_transform(size: int = 256, augment: bool = True, seed: int | None = None, margin: float = 0.25,
+                       crop_jitter: float = 0.05, rotation_deg: float = 30.0, scale: float = 0.1,
+                       color_jitter: float = 0.2) -> Compose:
+    """Crop (with jitter) → [augment] → normalise target → normalise inputs."""
+    steps: list = [HandCrop(size, margin=margin, jitter=crop_jitter if augment else 0.0, seed=seed)]
+    if augment:
+        steps.append(Augment(rotation_deg=rotation_deg, scale=scale, color_jitter=color_jitter, seed=seed))
+    return Compose(steps + [NormalizeTarget(), NormalizeInputs()])
+
+
+def evaluation_transform(size: int = 256, margin: float = 0.25) -> Compose:
+    """Deterministic crop → normalise target → normalise inputs."""
+    return Compose([HandCrop(size, margin=margin), NormalizeTarget(), NormalizeInputs()])

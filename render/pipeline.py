@@ -1,0 +1,120 @@
+"""One worker's sample pipeline: draw → hand model → render → composite → labels.
+
+:class:`SamplePipeline` is built once per worker process (hand model, GL renderer and
+background source are kept for all its samples) and turns a range of sample indices into
+the arrays of a shard (`interfaces.md`, "Synthetic and converted shards").
+
+Per chunk of samples the hand model runs once, batched; everything else is per sample.
+Each sample's random choices come from its own generator (:func:`render.sampling.sample_rng`),
+consumed in a fixed order, so the output of sample ``i`` does not depend on the chunking.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from datasets.geometry import project
+from render.backgrounds import BackgroundError, background_source
+from render.postprocess import composite, depth_to_millimetres, joint_visibility
+from render.sampling import (SynthConfig, draw_hand, draw_lighting, draw_skin, place_hand, sample_rng,
+                             texture_colours)
+
+#: Hand-parameter arrays stored next to the images (names and per-sample shapes).
+PARAMETER_ARRAYS = {"pose_pca": (10,), "hand_pose": (45,), "global_orient": (3,), "betas": (10,)}
+
+
+def allocate(count: int, size: int) -> dict[str, np.ndarray]:
+    """Empty shard arrays for ``count`` samples of ``size``×``size`` pixels."""
+    arrays = {
+        "rgb": np.zeros((count, size, size, 3), np.uint8),
+        "depth": np.zeros((count, size, size), np.uint16),
+        "mask": np.zeros((count, size, size), np.uint8),
+        "joints3d": np.zeros((count, 21, 3), np.float32),
+        "joints2d": np.zeros((count, 21, 2), np.float32),
+        "visible": np.zeros((count, 21), bool),
+        "K": np.zeros((count, 3, 3), np.float32),
+        "seed": np.zeros(count, np.int64),
+        "sample_index": np.zeros(count, np.int64),
+    }
+    arrays.update({name: np.zeros((count,) + shape, np.float32) for name, shape in PARAMETER_ARRAYS.items()})
+    return arrays
+
+
+class SamplePipeline:
+    """Renders samples of one dataset (config + seed) in one process."""
+
+    def __init__(self, cfg: SynthConfig, seed: int, mano_path: str | None = None, chunk_size: int = 50):
+        from render.hand_model import HandModel  # heavy imports stay inside the worker
+        from render.renderer import HandRenderer
+
+        self.cfg, self.seed, self.chunk_size = cfg, int(seed), int(chunk_size)
+        self.hand_model = HandModel(model_path=mano_path, num_pca_comps=cfg.num_pca_comps)
+        zeros = np.zeros((1, cfg.num_pca_comps), np.float32)
+        self.template = self.hand_model(zeros, np.zeros((1, 10), np.float32), None).vertices[0]
+        self.base_colours = None
+        if cfg.skin_texture is not None:
+            self.base_colours = texture_colours(_read_texture(cfg.skin_texture), self.template)
+        self.backgrounds = background_source(cfg.backgrounds, cfg.background_crop_range)
+        self.K = cfg.intrinsics()
+        self.renderer = HandRenderer(cfg.image_size, cfg.image_size, self.hand_model.faces,
+                                     self.hand_model.num_vertices)
+
+    @property
+    def identity(self) -> str:
+        return self.hand_model.identity
+
+    def render(self, start: int, count: int, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """Arrays for samples ``start … start+count−1``; ``progress(n)`` is called after each chunk."""
+        arrays = allocate(count, self.cfg.image_size)
+        for chunk_start in range(0, count, self.chunk_size):
+            chunk = range(chunk_start, min(count, chunk_start + self.chunk_size))
+            self._render_chunk(arrays, start, chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return arrays
+
+    def _render_chunk(self, arrays: dict[str, np.ndarray], start: int, rows: range) -> None:
+        cfg = self.cfg
+        rngs = [sample_rng(self.seed, start + row) for row in rows]
+        hands = [draw_hand(rng, cfg) for rng in rngs]
+        pose = np.stack([h.pose_pca for h in hands])
+        betas = np.stack([h.betas for h in hands])
+        orient = np.stack([h.global_orient for h in hands])
+        posed = self.hand_model(pose, betas, orient)
+        for b, (row, rng) in enumerate(zip(rows, rngs)):
+            translation = place_hand(rng, posed.joints[b], cfg).astype(np.float32)
+            lighting = draw_lighting(rng, cfg)
+            skin = draw_skin(rng, cfg, self.template, self.base_colours)
+            background = self.backgrounds.sample(rng, cfg.image_size)
+            vertices = posed.vertices[b] + translation
+            joints = (posed.joints[b] + translation).astype(np.float32)
+            frame = self.renderer.render(vertices, skin, self.K, lighting)
+            mask = frame.mask
+            joints2d = project(joints, self.K)
+            arrays["rgb"][row] = composite(frame.rgb, mask, background)
+            arrays["depth"][row] = depth_to_millimetres(frame.depth)
+            arrays["mask"][row] = mask
+            arrays["joints3d"][row] = joints
+            arrays["joints2d"][row] = joints2d
+            arrays["visible"][row] = joint_visibility(joints, joints2d, frame.depth, cfg.visibility_tolerance_m)
+            arrays["K"][row] = self.K
+            arrays["seed"][row] = self.seed
+            arrays["sample_index"][row] = start + row
+        arrays["pose_pca"][rows.start:rows.stop] = pose
+        arrays["betas"][rows.start:rows.stop] = betas
+        arrays["global_orient"][rows.start:rows.stop] = orient
+        arrays["hand_pose"][rows.start:rows.stop] = posed.hand_pose
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
+def _read_texture(path: str) -> np.ndarray:
+    try:
+        with Image.open(Path(path)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise BackgroundError(f"{path}: skin texture is not a readable image ({exc})") from exc

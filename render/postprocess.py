@@ -1,0 +1,43 @@
+"""From a raw render to stored labels: compositing, depth encoding and joint visibility."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def composite(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Hand pixels from ``rgb`` where ``mask`` (H,W) is 1, ``background`` elsewhere; all uint8.
+
+    Renders are single-sample (no anti-aliasing), so each pixel is wholly hand or wholly
+    background: no edge pixel mixes the clear colour in, hence no halo.
+    """
+    return np.where(mask[..., None].astype(bool), rgb, background)
+
+
+def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
+    """Camera-z depth in metres (0 = background) → uint16 millimetres, rounded; 0 stays 0."""
+    millimetres = np.rint(depth * 1000.0)
+    if millimetres.max(initial=0) > np.iinfo(np.uint16).max:
+        raise ValueError(f"depth {millimetres.max() / 1000:.1f} m exceeds the uint16 millimetre range (65.5 m)")
+    return millimetres.astype(np.uint16)
+
+
+def joint_visibility(joints_cam: np.ndarray, joints_px: np.ndarray, depth: np.ndarray,
+                     tolerance_m: float) -> np.ndarray:
+    """Visible joints (J,) bool: inside the image and not hidden by the hand itself.
+
+    Joints lie inside the fingers, so the rendered surface at a joint's pixel is always a
+    little in front of it (about a finger radius). A joint counts as occluded only when
+    that surface is more than ``tolerance_m`` in front of the joint's camera z; a pixel
+    with no surface (depth 0) cannot occlude.
+
+    joints_cam (J,3) metres (OpenCV camera frame); joints_px (J,2) pixels (u, v);
+    depth (H,W) metres, 0 = background.
+    """
+    height, width = depth.shape
+    cols = np.rint(joints_px[:, 0]).astype(np.int64)
+    rows = np.rint(joints_px[:, 1]).astype(np.int64)
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height) & (joints_cam[:, 2] > 0)
+    surface = np.zeros(len(joints_px), dtype=np.float64)
+    surface[inside] = depth[rows[inside], cols[inside]]
+    unoccluded = (surface == 0) | (surface >= joints_cam[:, 2] - tolerance_m)
+    return inside & unoccluded

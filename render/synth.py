@@ -1,0 +1,257 @@
+"""Synthetic dataset generation: shard plan, resume, worker processes, manifest.
+
+A dataset of ``num`` samples is cut into shards of ``shard_size`` consecutive sample
+indices; shard ``k`` holds samples ``k·shard_size …``. Each worker process builds one
+:class:`render.pipeline.SamplePipeline` and renders whole shards, writes each with
+:func:`datasets.shard_format.write_shard` (atomic) and records it in the manifest
+(:func:`datasets.shard_format.record_shards`, under a lock), so an interrupted run
+loses at most the shards in progress.
+
+Guarantees (tested in ``tests/test_render_synth.py``):
+
+- determinism — sample ``i`` depends only on (config, seed, i): same arrays for any
+  worker count, shard subset or interruption;
+- resume — a rerun skips shards that open, validate and match the manifest checksum,
+  and redoes missing, truncated or corrupt ones;
+- sharding across machines — ``shards`` selects a subset (``--shards 3-7`` or a job
+  array's ``--shard-index I --shard-count N``), all writing into one directory.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import queue
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_shards, shard_name,
+                                   write_shard)
+from render.sampling import SynthConfig
+
+#: Compressed bytes per pixel measured on rendered shards (docs/shard_storage.md) with headroom.
+ESTIMATED_BYTES_PER_PIXEL = 3.5
+#: Manifest fields that must agree between runs filling one directory.
+IDENTITY_FIELDS = ("generator", "config", "seed", "num", "shard_size", "hand_model")
+
+
+class SynthError(ValueError):
+    """Bad generation request: flags, output directory, disk space or a mismatching existing dataset."""
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    start: int
+    count: int
+
+
+@dataclass
+class GenerationJob:
+    """Everything that defines a generation run (and, except ``workers``/``shards``/``command``, the data)."""
+
+    out: Path
+    num: int
+    seed: int = 0
+    shard_size: int = 1000
+    workers: int = 1
+    config: SynthConfig = field(default_factory=SynthConfig)
+    mano: str | None = None
+    shards: list[int] | None = None  # None = all
+    command: str = ""
+    chunk_size: int = 50
+
+
+def plan_shards(num: int, shard_size: int) -> list[ShardTask]:
+    """Shards of ``shard_size`` consecutive samples covering ``0 … num−1`` (the last may be short)."""
+    if num <= 0 or shard_size <= 0:
+        raise SynthError(f"--num and --shard-size should be positive, found num={num}, shard_size={shard_size}")
+    return [ShardTask(k, start, min(shard_size, num - start)) for k, start in enumerate(range(0, num, shard_size))]
+
+
+def parse_shard_ranges(text: str, num_shards: int) -> list[int]:
+    """``"3-7,9"`` → ``[3, 4, 5, 6, 7, 9]``; every index must lie in ``0 … num_shards−1``."""
+    selected: set[int] = set()
+    for part in text.split(","):
+        try:
+            low, _, high = part.strip().partition("-")
+            first, last = int(low), int(high) if high else int(low)
+        except ValueError:
+            raise SynthError(f"--shards: expected ranges like '3-7,9', found {text!r}") from None
+        if not 0 <= first <= last < num_shards:
+            raise SynthError(f"--shards: range {part.strip()!r} is outside the {num_shards} shards (0-{num_shards - 1})")
+        selected.update(range(first, last + 1))
+    return sorted(selected)
+
+
+def job_array_shards(shard_index: int, shard_count: int, num_shards: int) -> list[int]:
+    """Shards of job ``shard_index`` out of ``shard_count`` (round robin, so jobs get equal work)."""
+    if shard_count <= 0 or not 0 <= shard_index < shard_count:
+        raise SynthError(f"--shard-index should be in 0…{shard_count - 1} for --shard-count {shard_count}, "
+                         f"found {shard_index}")
+    return list(range(shard_index, num_shards, shard_count))
+
+
+def manifest_fields(job: GenerationJob, hand_model: str) -> dict:
+    return {"generator": "render_synth", "config": json.loads(job.config.to_json()), "seed": job.seed,
+            "num": job.num, "shard_size": job.shard_size, "hand_model": hand_model,
+            "source": "synthetic", "command": job.command}
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_output_directory(out: Path, bytes_needed: int) -> None:
+    """Create ``out`` if needed; fail clearly if it is not writable or lacks the estimated space."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SynthError(f"{out}: output directory is not writable ({exc.strerror or exc})") from exc
+    free = shutil.disk_usage(out).free
+    if bytes_needed > free:
+        raise SynthError(f"{out}: not enough free disk space: about {bytes_needed / 1e9:.2f} GB needed for the "
+                         f"remaining shards, {free / 1e9:.2f} GB free")
+
+
+def check_same_dataset(out: Path, fields: dict) -> None:
+    """Refuse to add shards to a directory generated with different settings."""
+    manifest = read_manifest(out)
+    differing = [k for k in IDENTITY_FIELDS if k in manifest and manifest[k] != fields[k]]
+    if differing:
+        details = "; ".join(f"{k}: existing {manifest[k]!r} vs requested {fields[k]!r}" for k in differing)
+        raise SynthError(f"{out}: holds a dataset generated with different settings ({details}); "
+                         "use a new --out directory or the original settings")
+
+
+def shard_is_complete(out: Path, task: ShardTask, manifest: dict) -> tuple[bool, str]:
+    """Whether shard ``task`` exists, validates and matches its manifest checksum (reason if not)."""
+    path = out / shard_name(task.index)
+    if not path.exists():
+        return False, "missing"
+    try:
+        open_shard(path, expected_samples=task.count).close()
+    except ShardError as exc:
+        return False, str(exc)
+    entry = manifest.get("shards", {}).get(path.name)
+    if entry is None:
+        return False, "not recorded in the manifest"
+    if entry.get("sha256") != file_sha256(path):
+        return False, "checksum differs from the manifest (corrupt)"
+    return True, "complete"
+
+
+# --------------------------------------------------------------------------- workers
+
+_PIPELINE = None
+_PROGRESS: Callable[[int], None] | None = None
+
+
+def _init_worker(job: GenerationJob, progress_queue, lp_threads: int) -> None:
+    global _PIPELINE, _PROGRESS
+    os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))  # llvmpipe threads, before any GL context
+    from render.pipeline import SamplePipeline
+
+    _PIPELINE = SamplePipeline(job.config, job.seed, job.mano, job.chunk_size)
+    _PROGRESS = progress_queue.put if progress_queue is not None else None
+
+
+def _render_and_write(job: GenerationJob, task: ShardTask) -> dict:
+    """Render shard ``task`` in this process, write it atomically and record it; return its manifest entry."""
+    arrays = _PIPELINE.render(task.start, task.count, _PROGRESS)
+    attrs = {"source": "synthetic", "config": job.config.to_json(), "hand_model": _PIPELINE.identity,
+             "seed": job.seed, "command": job.command, "first_sample": task.start}
+    try:
+        entry = write_shard(job.out, task.index, arrays, attrs)
+        record_shards(job.out, [entry], **manifest_fields(job, _PIPELINE.identity))
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            raise SynthError(f"{job.out}: no space left on device while writing {shard_name(task.index)}; "
+                             "free space and rerun the same command to resume") from None
+        raise SynthError(f"{job.out}: could not write {shard_name(task.index)} ({exc})") from None
+    return entry
+
+
+def _worker_task(job: GenerationJob, task: ShardTask) -> dict:
+    return _render_and_write(job, task)
+
+
+def pending_tasks(job: GenerationJob, log: Callable[[str], None] = print) -> list[ShardTask]:
+    """The selected shards that still need rendering (logging why each incomplete one is redone)."""
+    plan = plan_shards(job.num, job.shard_size)
+    selected = plan if job.shards is None else [plan[k] for k in job.shards]
+    manifest = read_manifest(job.out) if job.out.exists() else {"shards": {}}
+    todo = []
+    for task in selected:
+        complete, reason = shard_is_complete(job.out, task, manifest)
+        if not complete:
+            if reason != "missing":
+                log(f"redoing {shard_name(task.index)}: {reason}")
+            todo.append(task)
+    return todo
+
+
+def generate(job: GenerationJob, progress_bar: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Render the selected shards of ``job`` that are not complete yet; return the manifest."""
+    from render.backgrounds import background_source
+    from render.hand_model import HandModel
+
+    background_source(job.config.backgrounds)  # fail early on a bad background folder
+    identity = HandModel(model_path=job.mano, num_pca_comps=job.config.num_pca_comps).identity
+    job.out = Path(job.out)
+    if job.out.exists():
+        check_same_dataset(job.out, manifest_fields(job, identity))
+    todo = pending_tasks(job, log)
+    remaining = sum(t.count for t in todo)
+    check_output_directory(job.out, int(remaining * job.config.image_size**2 * ESTIMATED_BYTES_PER_PIXEL))
+    if not todo:
+        log(f"{job.out}: all {len(job.shards or plan_shards(job.num, job.shard_size))} selected shards are complete")
+        return read_manifest(job.out)
+    workers = max(1, min(job.workers, len(todo)))
+    lp_threads = max(1, (os.cpu_count() or 1) // workers)
+    from tqdm import tqdm
+
+    with tqdm(total=remaining, unit="sample", disable=not progress_bar, file=sys.stderr) as bar:
+        if workers == 1:
+            _run_in_process(job, todo, bar, lp_threads)
+        else:
+            _run_in_pool(job, todo, bar, workers, lp_threads)
+    return read_manifest(job.out)
+
+
+def _run_in_process(job: GenerationJob, todo: list[ShardTask], bar, lp_threads: int) -> None:
+    global _PIPELINE, _PROGRESS
+    _init_worker(job, None, lp_threads)
+    _PROGRESS = bar.update
+    try:
+        for task in todo:
+            _render_and_write(job, task)
+    finally:
+        _PIPELINE.close()
+        _PIPELINE = _PROGRESS = None
+
+
+def _run_in_pool(job: GenerationJob, todo: list[ShardTask], bar, workers: int, lp_threads: int) -> None:
+    context = multiprocessing.get_context("spawn")  # no GL state or threads inherited through fork
+    progress = context.Queue()
+    with context.Pool(workers, initializer=_init_worker, initargs=(job, progress, lp_threads)) as pool:
+        results = [pool.apply_async(_worker_task, (job, task)) for task in todo]
+        while not all(r.ready() for r in results):
+            try:
+                bar.update(progress.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            for r in results:
+                if r.ready() and not r.successful():
+                    pool.terminate()
+                    r.get()  # re-raises the worker's error
+        while not progress.empty():
+            bar.update(progress.get_nowait())
+        for r in results:
+            r.get()

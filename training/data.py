@@ -1,0 +1,122 @@
+"""DataLoaders over shard directories (one or a mix of several) with the standard transforms.
+
+Training order is a pure function of ``(seed, epoch)`` (:class:`ResumableSampler`): the
+global order is one permutation, split over processes the way ``DistributedSampler``
+splits it (process r takes positions r, r+W, r+2W, …), so batch k of a W-process run
+holds exactly the samples of batch k of a 1-process run with a W-times larger batch.
+A resumed run starts the epoch at the batch where the checkpoint was taken. The random
+transforms draw from ``(seed, epoch, index)`` (``datasets.transforms``), so worker count
+and interruptions do not change the samples.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+
+from datasets import build_dataset
+from datasets.transforms import evaluation_transform, training_transform
+
+#: Seeds of the transforms of the k-th directory of a mix differ by this stride, so equal
+#: indices in two mixed datasets do not share their augmentation.
+_SEED_STRIDE = 7919
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffled (or ordered) indices for one process, per epoch, starting at a given batch.
+
+    Args:
+        size: dataset length. batch_size: per-process batch. rank, world_size: this process.
+        seed: the permutation of epoch e is ``default_rng([seed, e]).permutation(size)``.
+        drop_last: keep only full global batches (training); otherwise pad nothing and let
+            the last batch be short (single-process evaluation only).
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1, drop_last: bool = True):
+        if drop_last and size < batch_size * world_size:
+            raise ValueError(f"the training set has {size} samples, fewer than one global batch "
+                             f"({batch_size} per process x {world_size} processes); lower optim.batch_size")
+        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        global_batch = self.batch_size * self.world_size
+        return self.size // global_batch if self.drop_last else -(-self.size // global_batch)
+
+    def _indices(self) -> np.ndarray:
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle
+                 else np.arange(self.size))
+        if self.drop_last:
+            order = order[: self.batches_per_epoch * self.batch_size * self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self._indices()[self.start_batch * self.batch_size :]
+        return iter(int(i) for i in indices)
+
+    def __len__(self) -> int:
+        return max(0, len(self._indices()) - self.start_batch * self.batch_size)
+
+
+def shard_datasets(directories: Sequence[str | Path], transform_for: Callable[[int], Callable]) -> Dataset:
+    """One dataset over several shard directories; ``transform_for(k)`` gives the k-th one's transform."""
+    parts = [build_dataset("shards", str(d), transform=transform_for(k)) for k, d in enumerate(directories)]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def set_transform_epoch(dataset: Dataset, epoch: int) -> None:
+    """Forward ``set_epoch`` to the transform of every part (before the epoch's iterator is created)."""
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    for part in parts:
+        transform = getattr(part, "transform", None)
+        if hasattr(transform, "set_epoch"):
+            transform.set_epoch(epoch)
+
+
+def require_keys(dataset: Dataset, keys: Sequence[str], directories: Sequence[str | Path], why: str) -> None:
+    """Fail early, naming the directories, when samples lack a key a phase needs (e.g. depth for the teacher)."""
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    for part, directory in zip(parts, directories):
+        sample = part[0]
+        missing = [k for k in keys if k not in sample]
+        if missing:
+            raise ValueError(f"{directory}: samples have no {missing} but {why} needs them "
+                             f"(found keys {sorted(sample)})")
+
+
+def _collate(samples: list[dict]) -> dict:
+    """Stack the tensors the trainers and the evaluation use; other keys are dropped."""
+    keys = ("rgb", "rgb_input", "depth_input", "target", "root", "scale", "joints3d", "joints2d", "visible", "K")
+    batch = {k: torch.stack([s[k] for s in samples]) for k in keys if k in samples[0]}
+    batch["index"] = torch.tensor([int(s["index"]) for s in samples])
+    return batch
+
+
+def training_loader(directories: Sequence[str | Path], *, image_size: int, augment: bool, batch_size: int,
+                    seed: int, workers: int, rank: int = 0, world_size: int = 1,
+                    pin_memory: bool = False) -> tuple[DataLoader, ResumableSampler]:
+    """Loader of the training set; ``batch_size`` is per process. Call ``sampler.set_epoch`` and
+    :func:`set_transform_epoch` before each epoch."""
+    dataset = shard_datasets(
+        directories, lambda k: training_transform(size=image_size, augment=augment, seed=seed + _SEED_STRIDE * k))
+    sampler = ResumableSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        collate_fn=_collate, pin_memory=pin_memory, drop_last=True,
+                        persistent_workers=False)
+    return loader, sampler
+
+
+def evaluation_loader(directories: Sequence[str | Path], *, image_size: int, batch_size: int = 32,
+                      workers: int = 0) -> DataLoader:
+    """Loader over every sample, in order, with the deterministic evaluation transform."""
+    dataset = shard_datasets(directories, lambda k: evaluation_transform(size=image_size))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)

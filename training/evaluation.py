@@ -1,0 +1,140 @@
+"""Evaluate a trained network on shard directories: metrics.json, a PCK plot, a skeleton grid.
+
+Protocol (`method.md` §7, `datasets.md` §6.3): the network predicts the normalised
+target ``ŷ``; the prediction is de-normalised with the ground-truth root and scale,
+``J = ŷ·scale_gt + root_gt``, and compared with the ground-truth joints in millimetres
+(:mod:`training.metrics`). The skeleton grid projects predicted and true joints into the
+evaluated (cropped) image with its intrinsics.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from datasets.geometry import project
+from datasets.joints import BONE_INDICES
+from training.checkpoint import load_checkpoint, load_model_weights
+from training.data import evaluation_loader
+from training.metrics import compute_metrics, denormalize, joint_errors
+from training.phases import build_network, input_key
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, modality: str, device: torch.device) -> dict[str, np.ndarray]:
+    """Run ``model`` over ``loader``; joints in metres, de-normalised with the ground-truth root and scale."""
+    model.eval().to(device)
+    key = input_key(modality)
+    out: dict[str, list] = {"pred": [], "gt": [], "visible": [], "K": [], "index": [], "rgb": []}
+    for batch in loader:
+        if key not in batch:
+            raise ValueError(f"the evaluation data has no '{key}' (the network reads {modality}); "
+                             f"found keys {sorted(batch)}")
+        normalized = model(batch[key].to(device))["pred"].float().cpu().numpy().reshape(-1, 21, 3)
+        out["pred"].append(denormalize(normalized, batch["root"].numpy(), batch["scale"].numpy()))
+        out["gt"].append(batch["joints3d"].numpy().astype(np.float64))
+        out["visible"].append(batch["visible"].numpy())
+        out["K"].append(batch["K"].numpy())
+        out["index"].append(batch["index"].numpy())
+        if sum(len(r) for r in out["rgb"]) < 16:  # keep a few images for the grid only
+            out["rgb"].append(batch["rgb"].numpy())
+    if not out["pred"]:
+        raise ValueError("the evaluation data is empty")
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def plot_pck(curves: Mapping[str, Mapping], path: str | Path, title: str = "3D PCK") -> Path:
+    """One PCK curve per entry of ``curves`` (label → metrics dict of :meth:`PoseMetrics.to_dict`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    for label, metrics in curves.items():
+        ax.plot(metrics["pck_thresholds_mm"], metrics["pck"], marker=".",
+                label=f"{label} (AUC {metrics['auc']:.3f}, EPE {metrics['epe_mean_mm']:.1f} mm)")
+    ax.set_xlabel("error threshold (mm)")
+    ax.set_ylabel("fraction of joints within threshold")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def plot_predictions(predictions: Mapping[str, np.ndarray], path: str | Path, count: int = 8) -> Path:
+    """Grid of images with the true skeleton (green) and the predicted one (red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(count, len(predictions["rgb"]))
+    columns = min(4, count)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows), dpi=100, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        ax.imshow(np.clip(predictions["rgb"][i].transpose(1, 2, 0), 0, 1))
+        for joints, colour in ((predictions["gt"][i], "lime"), (predictions["pred"][i], "red")):
+            uv = project(joints, predictions["K"][i])
+            for a, b in BONE_INDICES:
+                ax.plot(uv[[a, b], 0], uv[[a, b], 1], color=colour, linewidth=1)
+        error = np.linalg.norm(predictions["pred"][i] - predictions["gt"][i], axis=-1).mean() * 1000
+        ax.set_title(f"#{int(predictions['index'][i])}: {error:.1f} mm", fontsize=7)
+    fig.suptitle("true (green) vs predicted (red)", fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(temporary)
+    plt.close(fig)
+    os.replace(temporary, path)
+    return path
+
+
+def evaluate_model(model: torch.nn.Module, info: Mapping, data: Sequence[str | Path], out_dir: str | Path, *,
+                   device: torch.device | str = "cpu", image_size: int | None = None, t_min: float = 0.0,
+                   t_max: float = 50.0, steps: int = 20, batch_size: int = 32, visible_only: bool = False,
+                   workers: int = 0, label: str = "model") -> dict:
+    """Evaluate and write ``metrics.json``, ``pck.png`` and ``predictions.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size = int(image_size or info.get("image_size", 256))
+    loader = evaluation_loader(data, image_size=size, batch_size=batch_size, workers=workers)
+    predictions = predict(model, loader, info["modality"], torch.device(device))
+    errors_mm = joint_errors(predictions["pred"], predictions["gt"]) * 1000.0
+    visible = predictions["visible"] if visible_only else None
+    metrics = compute_metrics(errors_mm, visible, t_min=t_min, t_max=t_max, steps=steps).to_dict()
+    metrics.update({"data": [str(d) for d in data], "image_size": size, "visible_only": visible_only,
+                    "protocol": "prediction de-normalised with the ground-truth root (wrist) and scale "
+                                "(middle MCP-PIP bone); errors in mm",
+                    "model": {k: v for k, v in info.items() if k != "input_normalization"}})
+    temporary = out_dir / f".metrics.json.tmp-{os.getpid()}"
+    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(temporary, out_dir / "metrics.json")
+    plot_pck({label: metrics}, out_dir / "pck.png")
+    plot_predictions(predictions, out_dir / "predictions.png")
+    return metrics
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out_dir: str | Path, **options) -> dict:
+    """Rebuild the network described by a checkpoint and :func:`evaluate_model` it."""
+    state = load_checkpoint(checkpoint)
+    model = build_network(state["model_info"])
+    load_model_weights(model, state["model"], checkpoint)
+    return evaluate_model(model, state["model_info"], data, out_dir, **options)

@@ -1,0 +1,205 @@
+"""One training run of any phase, as a plain loop with numbered steps.
+
+``train(cfg)`` is what ``tools/train.py`` calls (once per process under ``torchrun``):
+
+1. processes, device and seeds;
+2. run directory with the resolved ``config.yaml``;
+3. data (one or several shard directories, :mod:`training.data`);
+4. the network, initialised from ``model.init`` when given, DDP-wrapped when distributed;
+5. optimiser, scheduler and the phase objective (:mod:`training.phases`);
+6. resume from ``<out>/checkpoints/last.pt`` when it exists;
+7. the loop: loss → finite check → update → log → checkpoint;
+8. final checkpoint ``<out>/model.pt``, the learned prior ``<out>/prior.pt`` (distill
+   with ``prior.learn``) and, when ``data.val`` is set, an evaluation in ``<out>/eval``.
+
+Interruptions lose at most ``checkpoint_every`` steps; a resumed run continues with the
+same data order, augmentation and RNG state and ends with the same weights. A non-finite
+loss stops every process with :class:`NonFiniteLossError` before any parameter changes,
+leaving the last good checkpoint in place.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from datasets.transforms import input_normalization_config
+from training import distributed
+from training.checkpoint import load_checkpoint, load_model_weights, restore_training_state, save_checkpoint, unwrap
+from training.config import TrainConfig, config_to_dict, save_config
+from training.data import require_keys, set_transform_epoch, training_loader
+from training.logging import RunLogger
+from training.phases import PHASE_CLASSES, build_network
+from training.prior import save_prior
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    checkpoint: Path
+    steps: int
+    final_loss: float
+    prior: Path | None = None
+    metrics: dict | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _model_info(cfg: TrainConfig) -> dict:
+    return {"arch": cfg.model.arch, "width": cfg.model.width, "in_channels": 1 if cfg.modality == "depth" else 3,
+            "num_outputs": 63, "modality": cfg.modality, "phase": cfg.phase, "image_size": cfg.data.image_size,
+            "input_normalization": input_normalization_config()}
+
+
+def _lr_lambda(schedule: str, total_steps: int):
+    if schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+    return lambda step: 1.0
+
+
+def _freeze_batchnorm(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def train(cfg: TrainConfig) -> RunResult:
+    """Run one phase to completion (or resume it); returns where its outputs are."""
+    # Step 1: processes, device, seeds. Every process gets the same seed: the initial weights
+    # must agree (DDP also broadcasts them) and the data order is split by the sampler.
+    ctx = distributed.setup(cfg.device)
+    seed_everything(cfg.seed)
+    on_cuda = ctx.device.type == "cuda"
+    autocast = {"device_type": ctx.device.type, "dtype": torch.bfloat16, "enabled": cfg.amp and on_cuda}
+    memory_format = torch.channels_last if (cfg.channels_last and on_cuda) else torch.contiguous_format
+    try:
+        # Step 2: run directory and the resolved config.
+        run_dir = Path(cfg.out)
+        last = run_dir / "checkpoints" / "last.pt"
+        if ctx.is_main:
+            save_config(cfg, run_dir, extra={"input_normalization": input_normalization_config(),
+                                             "world_size": ctx.world_size})
+        distributed.barrier(ctx)
+
+        # Step 3: data. optim.batch_size is the global batch; each process takes its share.
+        if cfg.optim.batch_size % ctx.world_size:
+            raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by the "
+                             f"{ctx.world_size} processes")
+        loader, sampler = training_loader(
+            cfg.data.train, image_size=cfg.data.image_size, augment=cfg.data.augment,
+            batch_size=cfg.optim.batch_size // ctx.world_size, seed=cfg.seed, workers=cfg.data.workers,
+            rank=ctx.rank, world_size=ctx.world_size, pin_memory=on_cuda)
+        per_epoch = sampler.batches_per_epoch
+        total_steps = cfg.optim.epochs * per_epoch
+        if cfg.optim.max_steps:
+            total_steps = min(total_steps, cfg.optim.max_steps)
+
+        # Step 4: the network.
+        info = _model_info(cfg)
+        model = build_network(info)
+        if cfg.model.init:
+            init = load_checkpoint(cfg.model.init)
+            load_model_weights(model, init["model"], cfg.model.init)
+        model.to(device=ctx.device, memory_format=memory_format)
+        model = distributed.wrap_model(model, ctx, sync_bn=cfg.model.sync_bn and not cfg.model.freeze_bn)
+
+        # Step 5: optimiser, scheduler, phase objective.
+        params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optim.optimizer == "adam":
+            optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim.schedule, total_steps))
+        phase = PHASE_CLASSES[cfg.phase](cfg, model, optimizer, ctx, memory_format, autocast)
+        require_keys(loader.dataset, phase.needs, cfg.data.train, f"phase {cfg.phase}")
+
+        # Step 6: resume.
+        step = 0
+        logger = RunLogger(run_dir, enabled=ctx.is_main)
+        if cfg.resume and last.exists():
+            state = load_checkpoint(last, map_location=ctx.device)
+            _, step = restore_training_state(state, last, model=model, optimizer=optimizer, scheduler=scheduler,
+                                             phi=phase.phi, phi_optimizer=phase.phi_optimizer)
+            logger.truncate_after(step)
+        elif ctx.is_main:
+            logger.truncate_after(-1)
+
+        def checkpoint(path: Path, epoch: int) -> None:
+            if ctx.is_main:
+                save_checkpoint(path, model=model, model_info=info, epoch=epoch, step=step, optimizer=optimizer,
+                                scheduler=scheduler, phi=phase.phi, phi_optimizer=phase.phi_optimizer)
+            distributed.barrier(ctx)
+
+        # Step 7: the loop.
+        progress = tqdm(total=total_steps, initial=step, desc=f"{cfg.phase}", unit="step",
+                        disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True)
+        final_loss = float("nan")
+        while step < total_steps:
+            epoch, offset = divmod(step, per_epoch)
+            sampler.set_epoch(epoch, start_batch=offset)
+            set_transform_epoch(loader.dataset, epoch)
+            model.train()
+            if cfg.model.freeze_bn:
+                _freeze_batchnorm(model)
+            for batch in loader:
+                # 7a: forward; the loss must be finite on every process before anything changes.
+                loss, scalars = phase.loss(batch)
+                if distributed.any_true(not torch.isfinite(loss).item(), ctx):
+                    kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                    raise NonFiniteLossError(
+                        f"phase {cfg.phase}: the loss became non-finite ({loss.item()}) at epoch {epoch}, "
+                        f"step {step}; stopping without updating the weights; {kept}. "
+                        "Try a lower optim.lr or check the data.")
+                # 7b: backward and update (θ, and φ when it is meta-learned).
+                scalars.update(phase.update(batch, loss))
+                scheduler.step()
+                step += 1
+                final_loss = float(loss.item())
+                progress.update(1)
+                progress.set_postfix(loss=f"{final_loss:.4g}", epoch=epoch)
+                # 7c: log and checkpoint.
+                if step % cfg.log_every == 0 or step == total_steps:
+                    scalars["lr"] = scheduler.get_last_lr()[0]
+                    logger.log(step, epoch, scalars)
+                if step % cfg.checkpoint_every == 0 or step % per_epoch == 0 or step == total_steps:
+                    checkpoint(last, step // per_epoch)
+                if step >= total_steps:
+                    break
+        progress.close()
+
+        # Step 8: outputs.
+        final = run_dir / "model.pt"
+        checkpoint(final, step // per_epoch)
+        prior_path = None
+        if phase.phi is not None:
+            prior_path = run_dir / "prior.pt"
+            if ctx.is_main:
+                save_prior(prior_path, phase.phi, unwrap(model).arch)
+        metrics = None
+        if cfg.data.val and ctx.is_main:
+            from training.evaluation import evaluate_model
+
+            metrics = evaluate_model(unwrap(model), info, cfg.data.val, run_dir / "eval", device=ctx.device,
+                                     image_size=cfg.data.image_size)
+        logger.close()
+        distributed.barrier(ctx)
+        return RunResult(run_dir=run_dir, checkpoint=final, steps=step, final_loss=final_loss, prior=prior_path,
+                         metrics=metrics)
+    finally:
+        distributed.cleanup(ctx)
+
+
+__all__ = ["train", "RunResult", "NonFiniteLossError", "config_to_dict"]
