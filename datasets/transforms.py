@@ -55,111 +55,6 @@ def input_normalization_config() -> dict:
     }
 
 
-# --------------------------------------------------------------------------- geometry
-
-
-def _as_numpy(value) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
-def inverse3(M: np.ndarray) -> np.ndarray:
-    """Inverse of a 3×3 matrix by the adjugate (no LAPACK call: BLAS thread start-up dominates at this size)."""
-    M = np.asarray(M, dtype=np.float64)
-    adjugate = np.array([
-        [M[1, 1] * M[2, 2] - M[1, 2] * M[2, 1], M[0, 2] * M[2, 1] - M[0, 1] * M[2, 2], M[0, 1] * M[1, 2] - M[0, 2] * M[1, 1]],
-        [M[1, 2] * M[2, 0] - M[1, 0] * M[2, 2], M[0, 0] * M[2, 2] - M[0, 2] * M[2, 0], M[0, 2] * M[1, 0] - M[0, 0] * M[1, 2]],
-        [M[1, 0] * M[2, 1] - M[1, 1] * M[2, 0], M[0, 1] * M[2, 0] - M[0, 0] * M[2, 1], M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]],
-    ])
-    determinant = M[0] @ adjugate[:, 0]
-    if not abs(determinant) > 1e-300:
-        raise ValueError(f"singular 3×3 matrix {M.tolist()}")
-    return adjugate / determinant
-
-
-def _apply_homography(M: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Map pixel points ``(N, 2)`` through the 3×3 homography ``M``."""
-    homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ M.T
-    return homogeneous[:, :2] / homogeneous[:, 2:3]
-
-
-def _source_pixels(M: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Source pixel ``(u, v)`` of every output pixel, ``(height, width, 2)``, for the map ``M`` (source → output)."""
-    inverse = inverse3(M)
-    u = np.arange(width, dtype=np.float64)[None, :]
-    v = np.arange(height, dtype=np.float64)[:, None]
-    x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]  # elementwise: no threaded BLAS call
-    y = inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]
-    w = inverse[2, 0] * u + inverse[2, 1] * v + inverse[2, 2]
-    return np.stack([x / w, y / w], axis=-1)
-
-
-def _sampling_grid(source_uv: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """``grid_sample`` grid (1, h, w, 2) for source pixel positions in an image of ``height``×``width``."""
-    grid = torch.from_numpy(source_uv.astype(np.float32))
-    grid[..., 0].mul_(2.0 / width).add_(1.0 / width - 1.0)  # pixel centre i → (2i + 1) / W − 1
-    grid[..., 1].mul_(2.0 / height).add_(1.0 / height - 1.0)
-    return grid[None]
-
-
-def _sample_image(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
-    """Resample ``image`` (C,H,W) on ``grid``; zeros outside the image."""
-    return F.grid_sample(image[None].float(), grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
-
-
-def inside_image(uv: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Whether pixel points ``(N, 2)`` lie inside an image of that size (pixel edges included)."""
-    return (uv[:, 0] >= -0.5) & (uv[:, 0] <= width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= height - 0.5)
-
-
-def warp_sample(
-    sample: dict,
-    M: np.ndarray,
-    size: tuple[int, int],
-    K_new: np.ndarray,
-    rotation: np.ndarray | None = None,
-) -> dict:
-    """Warp every image of ``sample`` by the homography ``M`` (source pixel → output pixel).
-
-    ``size`` is the output ``(height, width)``; ``K_new`` the intrinsics of the output
-    image. ``rotation`` (3×3), if given, is the camera-frame rotation the warp stands for
-    (``M = A·K·R·K⁻¹`` for an image-plane affine ``A`` with ``K_new = A·K``): ``joints3d``
-    becomes ``R·J`` and each depth value is corrected to the rotated point's z,
-    ``z' = z·(R·K⁻¹·[u, v, 1]ᵀ)_z`` at its source pixel. ``joints2d`` is mapped by ``M``;
-    joints that leave the image become invisible.
-    """
-    height, width = size
-    out = dict(sample)
-    source_uv = _source_pixels(M, height, width)
-    grid = _sampling_grid(source_uv, *sample["rgb"].shape[-2:])
-    out["rgb"] = _sample_image(sample["rgb"], grid, "bilinear").clamp_(0.0, 1.0)
-    nearest_keys = [k for k in ("depth", "mask") if k in sample]
-    if nearest_keys:
-        stacked = torch.cat([sample[k].float() for k in nearest_keys], dim=0)
-        warped = _sample_image(stacked, grid, "nearest")
-        for channel, key in enumerate(nearest_keys):
-            out[key] = warped[channel : channel + 1].contiguous()
-    if rotation is not None and "depth" in out:
-        row = (rotation @ inverse3(_as_numpy(sample["K"])))[2]
-        factor = source_uv[..., 0] * row[0] + source_uv[..., 1] * row[1] + row[2]
-        out["depth"] = out["depth"] * torch.from_numpy(factor.astype(np.float32))[None]
-    uv = _apply_homography(M, _as_numpy(sample["joints2d"]).astype(np.float64))
-    out["joints2d"] = torch.from_numpy(uv.astype(np.float32))
-    out["K"] = torch.from_numpy(np.asarray(K_new, dtype=np.float32))
-    if rotation is not None:
-        joints = _as_numpy(sample["joints3d"]).astype(np.float64) @ np.asarray(rotation).T
-        out["joints3d"] = torch.from_numpy(joints.astype(np.float32))
-    visible = _as_numpy(sample["visible"]).astype(bool) & inside_image(uv, height, width)
-    out["visible"] = torch.from_numpy(visible)
-    return out
-
-
-def rotation_about_axis(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rodrigues rotation matrix by ``angle`` radians about the unit vector ``axis`` (right-hand rule)."""
-    x, y, z = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
-    skew = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return np.eye(3) + math.sin(angle) * skew + (1.0 - math.cos(angle)) * skew @ skew
-
-
 # --------------------------------------------------------------------------- random streams
 
 
@@ -287,15 +182,6 @@ class Augment(_Seeded):
         out = warp_sample(sample, A @ H, (height, width), A @ K, rotation=R)
         out["rgb"] = jitter_colour(out["rgb"], *colour)
         return out
-
-
-def jitter_colour(rgb: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
-    """Scale brightness, then contrast about the mean grey, then saturation about each pixel's grey; clip to [0, 1]."""
-    rgb = rgb * brightness
-    grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    rgb = (rgb - grey.mean()) * contrast + grey.mean()
-    grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    return ((rgb - grey) * saturation + grey).clamp_(0.0, 1.0)
 
 
 class NormalizeTarget:

@@ -13,6 +13,7 @@ Both draw every random choice from the per-sample generator they are given.
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -35,32 +36,36 @@ def _coordinates(size: int) -> tuple[np.ndarray, np.ndarray]:
     return axis[None, :], axis[:, None]
 
 
+@functools.lru_cache(maxsize=64)
+def _smooth_upsampling(cells: int, size: int) -> np.ndarray:
+    """Matrix W (size, cells): ``W @ grid @ W.T`` resamples a cells×cells grid to size×size
+    with smoothstep-weighted interpolation between neighbouring grid values (value noise)."""
+    position = np.linspace(0.0, cells - 1.0, size)
+    left = np.minimum(np.floor(position).astype(int), max(cells - 2, 0))
+    t = position - left
+    weight = t * t * (3.0 - 2.0 * t)
+    matrix = np.zeros((size, cells), np.float32)
+    matrix[np.arange(size), left] += 1.0 - weight
+    matrix[np.arange(size), np.minimum(left + 1, cells - 1)] += weight
+    return matrix
+
+
 def _value_noise(rng: np.random.Generator, size: int, channels: int, octaves: int,
                  persistence: float) -> np.ndarray:
     """Multi-scale value noise (size, size, channels) in about [−1, 1]: random grids of
-    growing resolution, bicubically upsampled and summed with decaying weights.
-
-    The octaves are summed at a working resolution of at most 64 px and the sum is
-    upsampled once (PIL, uint8) — the cost of one full-size resize instead of one per octave.
-    """
-    work = min(size, 64)
-    total = np.zeros((work, work, channels), np.float32)
+    doubling resolution, smoothly interpolated (two small matrix products per octave and
+    channel) and summed with weights decaying by ``persistence``."""
+    total = np.zeros((channels, size, size), np.float32)
     weight, norm = 1.0, 0.0
-    base = int(rng.integers(2, 5))
-    for octave in range(octaves):
-        cells = min(base * 2**octave, work)
-        grid = rng.integers(0, 256, size=(cells, cells, channels), dtype=np.uint8)
-        image = Image.fromarray(grid if channels == 3 else grid[..., 0])
-        up = np.asarray(image.resize((work, work), Image.BICUBIC), np.float32)
-        total += weight * up.reshape(work, work, channels)
+    cells = int(rng.integers(2, 5))
+    for _ in range(octaves):
+        grid = rng.uniform(-1.0, 1.0, size=(channels, cells, cells)).astype(np.float32)
+        upsample = _smooth_upsampling(cells, size)
+        total += np.float32(weight) * (upsample @ grid @ upsample.T)
         norm += weight
         weight *= persistence
-    if work != size:
-        small = np.clip(total / norm, 0, 255).astype(np.uint8)
-        image = Image.fromarray(small if channels == 3 else small[..., 0])
-        total = np.asarray(image.resize((size, size), Image.BICUBIC), np.float32).reshape(size, size, channels)
-        norm = 1.0
-    return total * np.float32(1.0 / (127.5 * norm)) - np.float32(1.0)
+        cells = min(2 * cells, size)
+    return np.moveaxis(total / np.float32(norm), 0, -1)
 
 
 def _palette_map(values: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -147,6 +152,8 @@ FAMILIES = {
     "stripes": stripes_background,
     "texture": texture_background,
 }
+#: Smooth families are drawn at a quarter of the image size and upsampled, the others at half.
+_SMOOTH = ("noise", "gradient", "texture")
 
 
 class ProceduralBackgrounds:
@@ -159,13 +166,14 @@ class ProceduralBackgrounds:
         self.families = tuple(families)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """A (size, size, 3) uint8 image; above 128 px it is drawn at half size and upsampled
-        (backgrounds need no finer detail; this makes the per-pixel numpy work 4× cheaper)."""
+        """A (size, size, 3) uint8 image. Above 64 px it is drawn at a quarter (smooth
+        families) or half the size and upsampled: backgrounds need no finer detail, and
+        the per-pixel numpy work shrinks 4–16×."""
         family = self.families[int(rng.integers(len(self.families)))]
-        work = size if size <= 128 else (size + 1) // 2
+        work = size if size <= 64 else max(64, -(-size // (4 if family in _SMOOTH else 2)))
         image = np.clip(FAMILIES[family](rng, work), 0, 255).astype(np.uint8)
         if work != size:
-            image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+            image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
         return image
 
     def describe(self) -> str:

@@ -11,7 +11,9 @@ the open hand declares ``tip_vertex_ids``) and the 21 joints are reordered to ma
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +85,12 @@ class HandModel:
         self.identity = f"{name} (sha256:{_sha256(path)[:16]})"
         # smplx switches PCA off at 45 components; then it takes axis-angle, which we project ourselves.
         self._smplx_pca = self.num_pca_comps < 45
-        self._layer = MANO(
-            str(path), data_struct=Struct(**data), is_rhand=True, use_pca=self._smplx_pca,
-            num_pca_comps=self.num_pca_comps, flat_hand_mean=False, create_global_orient=False,
-            create_hand_pose=False, create_betas=False, create_transl=False,
-        ).eval()
+        with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a note about 10 shape coefficients
+            self._layer = MANO(
+                str(path), data_struct=Struct(**data), is_rhand=True, use_pca=self._smplx_pca,
+                num_pca_comps=self.num_pca_comps, flat_hand_mean=False, create_global_orient=False,
+                create_hand_pose=False, create_betas=False, create_transl=False,
+            ).eval()
         self._num_betas = self._layer.num_betas
 
     def __call__(self, pose_pca: np.ndarray, betas: np.ndarray, global_orient: np.ndarray | None = None) -> HandOutput:

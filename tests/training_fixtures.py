@@ -23,7 +23,7 @@ def tiny_shards(directory: Path, samples: int = 8, seed: int = 0) -> Path:
 def tiny_config(phase: str, out: Path, train: list[Path], overrides: list[str] = (), **sections):
     """A valid config of ``phase`` for tiny CPU runs; ``overrides`` are ``key=value`` strings."""
     values = {
-        "phase": phase, "out": str(out), "seed": 3, "device": "cpu", "progress": False, "log_every": 1,
+        "phase": phase, "out": str(out), "seed": 3, "device": "cpu", "threads": 1, "progress": False, "log_every": 1,
         "checkpoint_every": 100,
         "data": {"train": [str(t) for t in train], "image_size": IMAGE, "augment": False, "workers": 0},
         "model": {"arch": "resnet18", "width": WIDTH},

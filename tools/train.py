@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(load_config(args.config, args.overrides))
     except (ConfigError, CheckpointError, ModelCheckpointError, PriorError, DatasetError,
-            NonFiniteLossError) as exc:
+            NonFiniteLossError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"finished {result.steps} steps; model: {result.checkpoint}"

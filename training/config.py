@@ -110,6 +110,7 @@ class TrainConfig:
     out: str = "runs/student"  # run directory: config.yaml, checkpoints/, log.csv, tensorboard/
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # intra-op CPU threads of this process (0 = PyTorch's default)
     amp: bool = True  # bf16 autocast (CUDA only)
     channels_last: bool = True  # channels_last memory format (CUDA only)
     log_every: int = 10  # steps between logged scalars
@@ -260,7 +261,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     need(cfg.optim.lr > 0 and cfg.optim.batch_size > 0 and cfg.optim.epochs > 0,
          "optim.lr, optim.batch_size and optim.epochs must be positive")
     need(cfg.data.image_size >= 16, f"data.image_size should be at least 16, found {cfg.data.image_size}")
-    need(cfg.data.workers >= 0, "data.workers must be >= 0")
+    need(cfg.data.workers >= 0 and cfg.threads >= 0, "data.workers and threads must be >= 0")
     need(cfg.log_every > 0 and cfg.checkpoint_every > 0, "log_every and checkpoint_every must be positive")
     need(bool(cfg.data.train), "data.train should list at least one shard directory")
     need(cfg.regularizer.kind in REGULARIZERS, f"regularizer.kind should be one of {REGULARIZERS}, found {cfg.regularizer.kind!r}")

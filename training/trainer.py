@@ -82,6 +82,9 @@ def train(cfg: TrainConfig) -> RunResult:
     # must agree (DDP also broadcasts them) and the data order is split by the sampler.
     ctx = distributed.setup(cfg.device)
     seed_everything(cfg.seed)
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     on_cuda = ctx.device.type == "cuda"
     autocast = {"device_type": ctx.device.type, "dtype": torch.bfloat16, "enabled": cfg.amp and on_cuda}
     memory_format = torch.channels_last if (cfg.channels_last and on_cuda) else torch.contiguous_format
@@ -199,6 +202,7 @@ def train(cfg: TrainConfig) -> RunResult:
         return RunResult(run_dir=run_dir, checkpoint=final, steps=step, final_loss=final_loss, prior=prior_path,
                          metrics=metrics)
     finally:
+        torch.set_num_threads(threads_before)
         distributed.cleanup(ctx)
 
 
