@@ -109,6 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows:
         lines.append(f"| {name} | {r['write_ms']:.2f} ({r['write_cpu_ms']:.2f}) | {r['write_mbs']:.0f} | {r['bytes']:.0f} | "
                      f"{r['ratio']:.2f} | {r['read_ms']:.2f} ({r['read_cpu_ms']:.2f}) | {r['seq_ms']:.2f} |")
+    lines += [
+        "",
+        "## Choice",
+        "",
+        "`datasets.shard_format.DEFAULT_COMPRESSION` is **lzf, one sample per chunk**. Writing is part of the",
+        "rendering hot path (the goal is ≥ 100 samples/s on 2 cores, about 20 ms of CPU per sample in all), and",
+        "lzf costs well under half the CPU of gzip 1 while reading a random sample is also cheaper; it stores",
+        "about a quarter more bytes than gzip (≈ 6.7 GB instead of ≈ 5.3 GB for 50k 256² samples). Shuffle does",
+        "not pay for itself with lzf. One sample per chunk keeps random access cheap: a 16-sample chunk makes a",
+        "random read decompress 16 samples. gzip 4 saves a few more percent of space at a much higher write cost.",
+        "",
+        "Caveat: lzf is h5py's own filter. Python/h5py readers need nothing extra; other HDF5 tools (C, MATLAB,",
+        "HDFView) need the lzf plugin, or the shards can be rewritten with `compression={'compression': 'gzip'}`.",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

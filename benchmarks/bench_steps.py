@@ -87,34 +87,40 @@ def build_steps(args):
 
 
 def measure(steps, repeats, warmup, device):
-    """Interleaved timing: {kind: [seconds, ...]}."""
-    times = {kind: [] for kind in steps}
+    """Interleaved timing: {kind: {"wall": [seconds, ...], "cpu": [seconds, ...]}}.
+
+    "cpu" is the process CPU time (all threads): on a CPU device shared with other jobs it
+    counts the work done rather than the time spent waiting for a core.
+    """
+    times = {kind: {"wall": [], "cpu": []} for kind in steps}
     for r in range(warmup + repeats):
         for kind, fn in steps.items():
             _sync(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
             if r >= warmup:
-                times[kind].append(time.perf_counter() - start)
+                times[kind]["wall"].append(time.perf_counter() - wall)
+                times[kind]["cpu"].append(time.process_time() - cpu)
     return times
 
 
 def table(args, times):
-    medians = {kind: statistics.median(v) for kind, v in times.items()}
-    base = medians["distillation step (G)"]
+    wall = {kind: statistics.median(t["wall"]) for kind, t in times.items()}
+    cpu = {kind: statistics.median(t["cpu"]) for kind, t in times.items()}
+    base = "distillation step (G)"
     lines = [
         f"Settings: {args.model}, width {args.width}, batch {args.batch}, input {args.size}x{args.size}, "
-        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, {args.repeats} interleaved repetitions "
-        f"after {args.warmup} warm-up, {datetime.date.today().isoformat()}.",
+        f"l = {args.inner_steps}, device {args.device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"{args.repeats} interleaved repetitions after {args.warmup} warm-up, {datetime.date.today().isoformat()}.",
         "",
-        "| step | median s/iter | min | max | ratio to distillation step |",
+        "| step | median wall s | ratio (wall) | median CPU s | ratio (CPU) |",
         "|---|---|---|---|---|",
     ]
-    for kind, value in medians.items():
-        lines.append(f"| {kind} | {value:.3f} | {min(times[kind]):.3f} | {max(times[kind]):.3f} | "
-                     f"{value / base:.2f} |")
+    for kind in times:
+        lines.append(f"| {kind} | {wall[kind]:.3f} | {wall[kind] / wall[base]:.2f} | "
+                     f"{cpu[kind]:.3f} | {cpu[kind] / cpu[base]:.2f} |")
     return "\n".join(lines)
 
 

@@ -29,10 +29,12 @@ from datasets.shard_format import (ShardError, file_sha256, open_shard, read_man
                                    write_shard)
 
 #: The splits converted when none are given (`method.md` §7).
-DEFAULT_SPLITS = {"rhd": ("training", "evaluation"), "stb": ("train", "test"), "freihand": ("paper_train", "paper_eval")}
+DEFAULT_SPLITS = {
+    "rhd": ("training", "evaluation"),
+    "stb": ("train", "test"),
+    "freihand": ("paper_train", "paper_eval"),
+}
 DEFAULT_SHARD_SIZE = 1000
-#: Arrays written per sample besides the shard schema's.
-EXTRA_ARRAYS = ("is_left", "source_index")
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def samples_to_arrays(samples: list[dict], where: str) -> dict[str, np.ndarray]:
         "joints2d": stack("joints2d").astype(np.float32),
         "visible": stack("visible").astype(bool),
         "K": stack("K").astype(np.float32),
-        "is_left": np.array([bool(s["is_left"]) for s in samples]),
+        "is_left": np.array([bool(s.get("is_left", False)) for s in samples]),
         "source_index": np.array([int(s["index"]) for s in samples], dtype=np.int64),
     }
     if "depth" in keys:

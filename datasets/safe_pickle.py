@@ -33,6 +33,8 @@ NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
     ("_codecs", "encode"): codecs.encode,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "set"): set,  # Python 2 spelling
+    ("__builtin__", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
 }

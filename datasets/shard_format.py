@@ -56,7 +56,7 @@ ARRAYS: dict[str, ArraySpec] = {
 #: Image arrays are chunked one sample per chunk and compressed; see docs/shard_storage.md
 #: for the measurement behind this choice.
 IMAGE_ARRAYS = ("rgb", "depth", "mask")
-DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "lzf"}
 
 
 class ShardError(DatasetError):

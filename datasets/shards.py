@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.shard_format import ARRAYS, MANIFEST_NAME, ShardError, list_shards, open_shard, read_manifest
+from datasets.shard_format import MANIFEST_NAME, ShardError, list_shards, open_shard, read_manifest
 
 #: Arrays of the sample dict read by default (those a shard lacks are skipped).
 SAMPLE_KEYS = ("rgb", "depth", "mask", "joints3d", "joints2d", "visible", "K")
@@ -170,4 +170,4 @@ def to_sample(raw: dict[str, np.ndarray]) -> dict:
     return sample
 
 
-__all__ = ["ShardDataset", "SAMPLE_KEYS", "build_index", "to_sample", "ARRAYS"]
+__all__ = ["ShardDataset", "SAMPLE_KEYS", "build_index", "to_sample"]

@@ -53,7 +53,8 @@ def _load_manifest(directory: Path, problems: list[Problem]) -> dict | None:
         return None
     total = sum(int(e.get("num_samples", 0)) for e in manifest["shards"].values())
     if "num_samples" in manifest and manifest["num_samples"] != total:
-        problems.append(Problem(str(path), f"num_samples is {manifest['num_samples']}, but its shards add up to {total}"))
+        problems.append(Problem(str(path), f"num_samples is {manifest['num_samples']}, "
+                                           f"but its shards add up to {total}"))
     return manifest
 
 
@@ -70,11 +71,12 @@ def check_samples(path: Path, f, tolerance_px: float) -> list[Problem]:
     shapes = {"joints3d": (21, 3), "joints2d": (21, 2), "visible": (21,), "K": (3, 3)}
     for key, shape in shapes.items():
         if f[key].shape[1:] != shape:
-            problems.append(Problem(where, f"'{key}' should be (N, {', '.join(map(str, shape))}), found {f[key].shape}"))
+            expected = ", ".join(map(str, shape))
+            problems.append(Problem(where, f"'{key}' should be (N, {expected}), found {f[key].shape}"))
     if problems:
         return problems
     joints3d, joints2d, K = (np.asarray(f[k][()], np.float64) for k in ("joints3d", "joints2d", "K"))
-    finite = np.isfinite(joints3d).all(axis=(1, 2)) & np.isfinite(joints2d).all(axis=(1, 2)) & np.isfinite(K).all(axis=(1, 2))
+    finite = np.all([np.isfinite(a).all(axis=(1, 2)) for a in (joints3d, joints2d, K)], axis=0)
     if not finite.all():
         problems.append(Problem(where, f"NaN or inf in joints3d/joints2d/K of {_listing(np.flatnonzero(~finite))}"))
     behind = finite & (joints3d[..., 2] <= 0).any(axis=1)

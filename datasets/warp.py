@@ -28,11 +28,7 @@ def as_numpy(value) -> np.ndarray:
 def inverse3(M: np.ndarray) -> np.ndarray:
     """Inverse of a 3×3 matrix by the adjugate (no LAPACK call: BLAS thread start-up dominates at this size)."""
     M = np.asarray(M, dtype=np.float64)
-    adjugate = np.array([
-        [M[1, 1] * M[2, 2] - M[1, 2] * M[2, 1], M[0, 2] * M[2, 1] - M[0, 1] * M[2, 2], M[0, 1] * M[1, 2] - M[0, 2] * M[1, 1]],
-        [M[1, 2] * M[2, 0] - M[1, 0] * M[2, 2], M[0, 0] * M[2, 2] - M[0, 2] * M[2, 0], M[0, 2] * M[1, 0] - M[0, 0] * M[1, 2]],
-        [M[1, 0] * M[2, 1] - M[1, 1] * M[2, 0], M[0, 1] * M[2, 0] - M[0, 0] * M[2, 1], M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]],
-    ])
+    adjugate = np.cross(M[[1, 2, 0]], M[[2, 0, 1]]).T  # column j = row (j+1) × row (j+2)
     determinant = M[0] @ adjugate[:, 0]
     if not abs(determinant) > 1e-300:
         raise ValueError(f"singular 3×3 matrix {M.tolist()}")

@@ -94,7 +94,7 @@ class SamplePipeline:
             frame = self.renderer.render(vertices, skin, self.K, lighting)
             mask = frame.mask
             joints2d = project(joints, self.K)
-            arrays["rgb"][row] = composite(frame.rgb, mask, background)
+            composite(frame.rgb, mask, background, out=arrays["rgb"][row])
             arrays["depth"][row] = depth_to_millimetres(frame.depth)
             arrays["mask"][row] = mask
             arrays["joints3d"][row] = joints

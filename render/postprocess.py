@@ -4,13 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def composite(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:
+def composite(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Hand pixels from ``rgb`` where ``mask`` (H,W) is 1, ``background`` elsewhere; all uint8.
 
     Renders are single-sample (no anti-aliasing), so each pixel is wholly hand or wholly
-    background: no edge pixel mixes the clear colour in, hence no halo.
+    background: no edge pixel mixes the clear colour in, hence no halo. ``out`` (H,W,3),
+    if given, receives the result (it may be ``background`` itself).
     """
-    return np.where(mask[..., None].astype(bool), rgb, background)
+    if out is None:
+        out = background.copy()
+    elif out is not background:
+        out[...] = background
+    np.copyto(out, rgb, where=mask[..., None].astype(bool))
+    return out
 
 
 def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:

@@ -78,18 +78,20 @@ class _SingleSampleRenderer(pyrender.Renderer):
     def _read_main_framebuffer(self, scene, flags):
         """Return (RGB uint8 (H,W,3), camera-z depth float32 (H,W) in scene units, 0 = empty)."""
         width, height = self._main_fb_dims
+        if getattr(self, "_read_buffers", (None,))[0] is None or self._read_buffers[0].shape[:2] != (height, width):
+            self._read_buffers = (np.empty((height, width, 3), np.uint8), np.empty((height, width), np.float32))
+        colour, window_z = self._read_buffers
         GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._main_fb)
-        raw = GL.glReadPixels(0, 0, width, height, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT)
-        window_z = np.frombuffer(raw, dtype=np.float32).reshape(height, width)[::-1]
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+        GL.glReadPixels(0, 0, width, height, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT, window_z)
+        GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, colour)
         camera = scene.main_camera_node.camera
         near, far = camera.znear, camera.zfar
-        empty = window_z >= 1.0
+        window_z = window_z[::-1]  # OpenGL rows start at the bottom
         ndc = 2.0 * window_z - 1.0
         depth = (2.0 * near * far) / (far + near - ndc * (far - near))
-        depth[empty] = 0.0
-        raw = GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
-        colour = np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)[::-1]
-        return np.ascontiguousarray(colour), depth.astype(np.float32)
+        depth[window_z >= 1.0] = 0.0
+        return colour[::-1].copy(), depth.astype(np.float32)
 
 
 @dataclass

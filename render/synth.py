@@ -18,6 +18,7 @@ Guarantees (tested in ``tests/test_render_synth.py``):
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -33,8 +34,9 @@ from datasets.shard_format import (ShardError, file_sha256, open_shard, read_man
                                    write_shard)
 from render.sampling import SynthConfig
 
-#: Compressed bytes per pixel measured on rendered shards (docs/shard_storage.md) with headroom.
-ESTIMATED_BYTES_PER_PIXEL = 3.5
+#: Bytes per pixel of a stored sample (rgb + depth + mask, lzf): measured ~2.05 on procedural
+#: backgrounds (docs/shard_storage.md); photos compress worse, hence the headroom.
+ESTIMATED_BYTES_PER_PIXEL = 3.0
 #: Manifest fields that must agree between runs filling one directory.
 IDENTITY_FIELDS = ("generator", "config", "seed", "num", "shard_size", "hand_model")
 
@@ -64,6 +66,9 @@ class GenerationJob:
     shards: list[int] | None = None  # None = all
     command: str = ""
     chunk_size: int = 50
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
 
 
 def plan_shards(num: int, shard_size: int) -> list[ShardTask]:
@@ -153,9 +158,10 @@ _PIPELINE = None
 _PROGRESS: Callable[[int], None] | None = None
 
 
-def _init_worker(job: GenerationJob, progress_queue, lp_threads: int) -> None:
+def _init_worker(job: GenerationJob, progress_queue, lp_threads: int | None) -> None:
     global _PIPELINE, _PROGRESS
-    os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))  # llvmpipe threads, before any GL context
+    if lp_threads is not None:  # a spawned worker: llvmpipe threads, set before its GL context exists
+        os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
     from render.pipeline import SamplePipeline
 
     _PIPELINE = SamplePipeline(job.config, job.seed, job.mano, job.chunk_size)
@@ -178,10 +184,6 @@ def _render_and_write(job: GenerationJob, task: ShardTask) -> dict:
     return entry
 
 
-def _worker_task(job: GenerationJob, task: ShardTask) -> dict:
-    return _render_and_write(job, task)
-
-
 def pending_tasks(job: GenerationJob, log: Callable[[str], None] = print) -> list[ShardTask]:
     """The selected shards that still need rendering (logging why each incomplete one is redone)."""
     plan = plan_shards(job.num, job.shard_size)
@@ -193,18 +195,23 @@ def pending_tasks(job: GenerationJob, log: Callable[[str], None] = print) -> lis
         if not complete:
             if reason != "missing":
                 log(f"redoing {shard_name(task.index)}: {reason}")
+            for stale in job.out.glob(f".{shard_name(task.index)}.tmp-*"):  # left by a killed run
+                stale.unlink(missing_ok=True)
             todo.append(task)
     return todo
 
 
-def generate(job: GenerationJob, progress_bar: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Render the selected shards of ``job`` that are not complete yet; return the manifest."""
+def generate(job: GenerationJob, progress_bar: bool = True, log: Callable[[str], None] = print,
+             on_progress: Callable[[int], None] | None = None) -> dict:
+    """Render the selected shards of ``job`` that are not complete yet; return the manifest.
+
+    ``on_progress(n)`` is called in this process as each chunk of ``n`` samples completes.
+    """
     from render.backgrounds import background_source
     from render.hand_model import HandModel
 
     background_source(job.config.backgrounds)  # fail early on a bad background folder
     identity = HandModel(model_path=job.mano, num_pca_comps=job.config.num_pca_comps).identity
-    job.out = Path(job.out)
     if job.out.exists():
         check_same_dataset(job.out, manifest_fields(job, identity))
     todo = pending_tasks(job, log)
@@ -218,17 +225,23 @@ def generate(job: GenerationJob, progress_bar: bool = True, log: Callable[[str],
     from tqdm import tqdm
 
     with tqdm(total=remaining, unit="sample", disable=not progress_bar, file=sys.stderr) as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+            if on_progress is not None:
+                on_progress(n)
+
         if workers == 1:
-            _run_in_process(job, todo, bar, lp_threads)
+            _run_in_process(job, todo, advance)
         else:
-            _run_in_pool(job, todo, bar, workers, lp_threads)
+            _run_in_pool(job, todo, advance, workers, lp_threads)
     return read_manifest(job.out)
 
 
-def _run_in_process(job: GenerationJob, todo: list[ShardTask], bar, lp_threads: int) -> None:
+def _run_in_process(job: GenerationJob, todo: list[ShardTask], advance) -> None:
     global _PIPELINE, _PROGRESS
-    _init_worker(job, None, lp_threads)
-    _PROGRESS = bar.update
+    _init_worker(job, None, None)
+    _PROGRESS = advance
     try:
         for task in todo:
             _render_and_write(job, task)
@@ -237,14 +250,15 @@ def _run_in_process(job: GenerationJob, todo: list[ShardTask], bar, lp_threads: 
         _PIPELINE = _PROGRESS = None
 
 
-def _run_in_pool(job: GenerationJob, todo: list[ShardTask], bar, workers: int, lp_threads: int) -> None:
+def _run_in_pool(job: GenerationJob, todo: list[ShardTask], advance, workers: int, lp_threads: int) -> None:
     context = multiprocessing.get_context("spawn")  # no GL state or threads inherited through fork
     progress = context.Queue()
-    with context.Pool(workers, initializer=_init_worker, initargs=(job, progress, lp_threads)) as pool:
-        results = [pool.apply_async(_worker_task, (job, task)) for task in todo]
+    with _single_threaded_libraries(), context.Pool(workers, initializer=_init_worker,
+                                                      initargs=(job, progress, lp_threads)) as pool:
+        results = [pool.apply_async(_render_and_write, (job, task)) for task in todo]
         while not all(r.ready() for r in results):
             try:
-                bar.update(progress.get(timeout=0.2))
+                advance(progress.get(timeout=0.2))
             except queue.Empty:
                 pass
             for r in results:
@@ -252,6 +266,22 @@ def _run_in_pool(job: GenerationJob, todo: list[ShardTask], bar, workers: int, l
                     pool.terminate()
                     r.get()  # re-raises the worker's error
         while not progress.empty():
-            bar.update(progress.get_nowait())
+            advance(progress.get_nowait())
         for r in results:
             r.get()
+
+
+@contextlib.contextmanager
+def _single_threaded_libraries():
+    """Spawned workers inherit this environment: one BLAS/OpenMP thread each (parallelism
+    comes from the workers; oversubscribed thread pools slow every worker down)."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)

@@ -15,7 +15,7 @@ import numpy as np
 from datasets.geometry import project
 from datasets.joints import FINGERS
 from datasets.shard_format import record_shards, write_shard
-from datasets.transforms import rotation_about_axis
+from datasets.warp import rotation_about_axis
 
 # Hand frame: x across the palm (thumb at −x), y from the fingertips towards the wrist, z away from the palm.
 _MCP = {"thumb": (-0.030, -0.025), "index": (-0.022, -0.085), "middle": (-0.003, -0.090),

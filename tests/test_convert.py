@@ -1,4 +1,4 @@
-"""Converters write the readers' cropped samples as shards, resume after interruption, and verify finds every problem."""
+"""Converters write the readers' cropped samples as shards and resume; verify finds every planted problem."""
 import json
 
 import h5py

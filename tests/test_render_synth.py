@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from datasets.geometry import project
+from datasets.joints import MANO21
 from datasets.shard_format import list_shards, read_manifest
 from render.sampling import SynthConfig
 from render.synth import GenerationJob, SynthError, generate, parse_shard_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, NUM, SHARD, SEED = 64, 7, 3, 11
+TIPS = np.array([name.endswith("_tip") for name in MANO21])
 
 
 def _job(out, **overrides) -> GenerationJob:
@@ -97,7 +99,9 @@ def test_shards_follow_the_format_and_labels_agree_with_the_images(reference):
             seen = shard["visible"][i] & (surface > 0)
             # Joints sit inside the fingers: the surface seen at a visible joint's pixel is in
             # front of the joint (up to 1 mm of depth rounding) by less than the tolerance.
-            assert np.all(surface[seen] <= z[seen] + 0.001)
+            # Fingertips are surface vertices on the silhouette; their pixel may show a surface behind.
+            inner = seen & ~TIPS
+            assert np.all(surface[inner] <= z[inner] + 0.001)
             assert np.all(surface[seen] >= z[seen] - cfg.visibility_tolerance_m)
             hidden = ~shard["visible"][i]
             assert np.all(surface[hidden] < z[hidden] - cfg.visibility_tolerance_m)
@@ -145,6 +149,7 @@ def test_a_killed_process_resumes_to_the_same_dataset(tmp_path):
     done = len(list_shards(tmp_path / "killed"))
     assert 1 <= done < 15, f"the kill should land mid-run, found {done} shards"
     subprocess.run(args, check=True, capture_output=True, timeout=600)
+    assert not list((tmp_path / "killed").glob(".shard-*.tmp-*"))  # the killed run's partial file is gone
     _generate(tmp_path / "straight", num=45)
     _assert_same_dataset(tmp_path / "straight", tmp_path / "killed")
 

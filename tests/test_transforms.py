@@ -189,3 +189,31 @@ def test_bad_options_are_refused():
         Augment(about="corner")
     with pytest.raises(KeyError, match="mask"):
         HandCrop(source="mask")({k: v for k, v in make_sample(0).items() if k != "mask"})
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_composed_warps_equal_the_transforms_applied_one_by_one(seed):
+    """Compose resamples once; geometry equals the step-by-step result and the images agree closely."""
+    sample = make_sample(seed, size=64, index=seed)
+    crop, augment = HandCrop(size=48, margin=0.3, jitter=0.1, seed=seed), Augment(seed=seed, color_jitter=0.0)
+    fused = Compose([crop, augment])(sample)
+    stepwise = augment(crop(sample))
+    for key in ("K", "joints2d", "joints3d"):
+        torch.testing.assert_close(fused[key], stepwise[key], atol=1e-4, rtol=1e-5)
+    assert torch.equal(fused["visible"], stepwise["visible"])
+    a, b = fused["mask"] > 0, stepwise["mask"] > 0  # nearest neighbour once vs twice: same silhouette but edges
+    assert (a & b).sum() / (a | b).sum() > 0.8
+    inside = stepwise["depth"] > 0
+    assert float((fused["depth"] - stepwise["depth"])[inside & (fused["depth"] > 0)].abs().median()) < 1e-3
+    assert projection_error(fused) < 2e-3
+
+
+def test_inverse3_and_rodrigues():
+    from datasets.warp import inverse3, rotation_about_axis
+    for seed in range(5):
+        M = np.random.default_rng(seed).normal(size=(3, 3))
+        np.testing.assert_allclose(inverse3(M) @ M, np.eye(3), atol=1e-10)
+    R = rotation_about_axis(np.array([0.0, 0.0, 2.0]), math.pi / 2)  # x → y about +z
+    np.testing.assert_allclose(R @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12)
+    with pytest.raises(ValueError, match="singular"):
+        inverse3(np.ones((3, 3)))

@@ -39,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         sub.add_argument("--split", nargs="+", default=None, help=f"splits to convert (default {' '.join(splits)})")
         sub.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
         sub.add_argument("--margin", type=float, default=0.25, help="crop margin per side, fraction of the hand box")
-        sub.add_argument("--crop-source", choices=("joints", "mask"), default="joints", help="what the crop box encloses")
+        sub.add_argument("--crop-source", choices=("joints", "mask"), default="joints",
+                         help="what the crop box encloses")
         sub.add_argument("--limit", type=int, default=None, help="convert only the first N samples of each split")
         sub.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="samples per shard")
         sub.add_argument("--workers", type=int, default=1, help="worker processes (each converts whole shards)")

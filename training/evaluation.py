@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from datasets.geometry import project
 from datasets.joints import BONE_INDICES
@@ -25,12 +26,13 @@ from training.phases import build_network, input_key
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader, modality: str, device: torch.device) -> dict[str, np.ndarray]:
+def predict(model: torch.nn.Module, loader, modality: str, device: torch.device,
+            progress: bool = True) -> dict[str, np.ndarray]:
     """Run ``model`` over ``loader``; joints in metres, de-normalised with the ground-truth root and scale."""
     model.eval().to(device)
     key = input_key(modality)
     out: dict[str, list] = {"pred": [], "gt": [], "visible": [], "K": [], "index": [], "rgb": []}
-    for batch in loader:
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         if key not in batch:
             raise ValueError(f"the evaluation data has no '{key}' (the network reads {modality}); "
                              f"found keys {sorted(batch)}")
@@ -63,7 +65,7 @@ def plot_pck(curves: Mapping[str, Mapping], path: str | Path, title: str = "3D P
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _save_figure(fig, path)
 

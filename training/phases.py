@@ -83,7 +83,9 @@ class DistillPhase(Phase):
     :class:`training.meta.MetaPriorLearner` computes ``∇_θ G(θ_k)`` and ``∇_φ G(θ̈_l)``
     (Algorithm 1 ``exact`` or Algorithm 3 ``efficient``) without side effects; ``update``
     then averages both over processes (they bypass DDP's hooks), sets φ ← φ − β∇_φ G (plain
-    SGD, stateless) and lets the optimiser take the θ step. The meta path runs in float32
+    SGD, stateless) and lets the optimiser take the θ step. Under DDP each process takes its
+    virtual step with its own share of the batch, so θ matches a single-process run exactly
+    but φ only to first order in α (``tests/test_ddp.py``). The meta path runs in float32
     (no autocast): the exact algorithm differentiates through a gradient step.
     """
 

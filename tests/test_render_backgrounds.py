@@ -1,0 +1,56 @@
+"""Background sources: procedural families are varied and seeded; folders are cropped and checked."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from render.backgrounds import FAMILIES, BackgroundError, FolderBackgrounds, ProceduralBackgrounds
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_procedural_family_is_textured_not_flat(family):
+    source = ProceduralBackgrounds(families=(family,))
+    for index in range(4):
+        image = source.sample(np.random.default_rng([0, index]), 96)
+        assert image.shape == (96, 96, 3) and image.dtype == np.uint8
+        # Varied: colour spread over the image and structure along rows and columns.
+        assert image.astype(float).std() > 8, (family, index)
+        assert np.abs(np.diff(image.astype(float), axis=0)).mean() + np.abs(np.diff(image.astype(float), axis=1)).mean() > 0.5
+
+
+def test_procedural_backgrounds_depend_only_on_the_generator():
+    source = ProceduralBackgrounds()
+    first = source.sample(np.random.default_rng([3, 9]), 256)
+    second = ProceduralBackgrounds().sample(np.random.default_rng([3, 9]), 256)
+    other = source.sample(np.random.default_rng([3, 10]), 256)
+    assert np.array_equal(first, second) and not np.array_equal(first, other)
+    families = {ProceduralBackgrounds().families[np.random.default_rng([0, i]).integers(len(FAMILIES))]
+                for i in range(40)}
+    assert families == set(FAMILIES)  # every family is used
+
+
+def test_folder_backgrounds_crop_user_images(tmp_path):
+    gradient = np.zeros((120, 200, 3), np.uint8)
+    gradient[..., 0] = np.linspace(0, 255, 200)[None, :]
+    Image.fromarray(gradient).save(tmp_path / "a.png")
+    Image.fromarray(np.full((50, 60, 3), 77, np.uint8)).save(tmp_path / "b.jpg")
+    (tmp_path / "readme.txt").write_text("ignored")
+    source = FolderBackgrounds(tmp_path)
+    assert [p.name for p in source.paths] == ["a.png", "b.jpg"]
+    crops = [source.sample(np.random.default_rng([1, i]), 32) for i in range(12)]
+    assert all(c.shape == (32, 32, 3) and c.dtype == np.uint8 for c in crops)
+    assert np.array_equal(crops[0], source.sample(np.random.default_rng([1, 0]), 32))
+    red_means = {round(float(c[..., 0].mean())) for c in crops if c[..., 1].max() == 0}
+    assert len(red_means) > 2  # different crops of the gradient image
+
+
+def test_folder_errors_name_the_folder_or_file(tmp_path):
+    with pytest.raises(BackgroundError, match="not found"):
+        FolderBackgrounds(tmp_path / "missing")
+    with pytest.raises(BackgroundError, match=f"{tmp_path}.*holds no images"):
+        FolderBackgrounds(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    source = FolderBackgrounds(tmp_path)
+    with pytest.raises(BackgroundError, match="broken.png: not a readable image"):
+        source.sample(np.random.default_rng(0), 16)
