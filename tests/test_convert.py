@@ -125,7 +125,7 @@ def _rewrite(directory, index, change):
 
 def test_verify_reports_every_planted_problem(tmp_path, capsys):
     directory = write_synthetic_shards(tmp_path / "data", shard_sizes=(2, 2, 2, 2, 2, 2, 2), size=16)
-    assert verify_directory(directory) == []
+    assert verify_directory(directory) == [] and verify_directory(directory, deep=True) == []
     assert convert_tool(["verify", str(directory)]) == 0
 
     def break_projection(arrays):

@@ -217,3 +217,13 @@ def test_inverse3_and_rodrigues():
     np.testing.assert_allclose(R @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12)
     with pytest.raises(ValueError, match="singular"):
         inverse3(np.ones((3, 3)))
+
+
+def test_mask_crop_after_a_warp_uses_the_warped_mask():
+    """A crop that reads the mask sees the images after the earlier warps (Compose applies them first)."""
+    sample = make_sample(2, size=64, index=1)
+    augment, crop = Augment(rotation_deg=40, seed=4, color_jitter=0.0), HandCrop(size=32, margin=0.1, source="mask")
+    fused = Compose([augment, crop])(sample)
+    stepwise = crop(augment(sample))
+    for key in ("K", "joints2d", "joints3d", "visible", "mask"):
+        assert torch.equal(fused[key], stepwise[key]), key
