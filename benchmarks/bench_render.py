@@ -185,16 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         "(the machine was shared; compare the ratios, which come from the same run).",
         "",
         f"The bare loops render a typical sample (hand covers {100 * mesh[3]:.0f}% of the image) with "
-        f"{args.workers} processes at once; the pipeline renders {args.num} samples with {args.workers} workers, "
-        "worker start-up included.",
+        f"{args.workers} processes at once; the pipeline renders {args.num} samples with {args.workers} workers "
+        "(steady state: from the first completed chunk of 50 samples to the end; start-up = spawning the "
+        "workers, importing torch/pyrender, loading the hand model, creating the GL context).",
         "",
         "| measurement | samples or frames / s |",
         "|---|---|",
         f"| bare loop, stock pyrender (PBR shader, 4× MSAA) | {stock:.1f} |",
         f"| bare loop, toolkit `HandRenderer` (Lambert, single-sample, vertex upload per frame) | {toolkit:.1f} |",
         f"| **full pipeline, steady state** (sampling, hand model, render, composite, visibility, lzf shards, "
-        f"manifest) | **{steady_rate:.1f}** | — |",
-        f"| full pipeline including worker start-up | {pipeline_rate:.1f} | — |",
+        f"manifest) | **{steady_rate:.1f}** |",
+        f"| full pipeline including worker start-up | {pipeline_rate:.1f} |",
         "",
         f"Steady-state pipeline ÷ bare loops: {steady_rate / stock:.0%} of stock pyrender, "
         f"{steady_rate / toolkit:.0%} of the toolkit renderer alone.",

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -37,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shards", help="render only these shards, e.g. '3-7,9'")
     parser.add_argument("--shard-index", type=int, help="this job's index in a job array (with --shard-count)")
     parser.add_argument("--shard-count", type=int, help="number of jobs in the job array")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a SynthConfig field, VALUE as JSON, e.g. --set margin=0.1 "
+                             "--set 'pose_range=[-1.5,1.5]' (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     if (args.shard_index is None) != (args.shard_count is None):
@@ -48,10 +52,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["margin=0.1", "rotation=\"none\""]`` → ``{"margin": 0.1, "rotation": "none"}`` (bare words are strings)."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, found {item!r}")
+        try:
+            values[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.strip()] = text
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = SynthConfig(image_size=args.size, backgrounds=args.backgrounds, skin_texture=args.skin_texture)
+        overrides = dict(image_size=args.size, backgrounds=args.backgrounds, skin_texture=args.skin_texture)
+        overrides.update(parse_overrides(args.set))
+        config = SynthConfig.from_dict(overrides)
         num_shards = len(plan_shards(args.num, args.shard_size))
         shards = None
         if args.shards is not None:

@@ -92,7 +92,8 @@ class MetaPriorLearner:
         student: network with ``forward(x) -> {"pred", "features"}`` (``models.ResNet``), in train mode.
         teacher: frozen depth network of the same kind; put in eval mode, gradients switched off.
         phi: name -> tensor parallel to ``student.named_parameters()`` (``training.prior.init_phi``);
-            updated in place by :meth:`step`.
+            updated in place by :meth:`step` with plain SGD and no constraint (as in the paper;
+            a negative phi_i rewards a large theta_i instead of decaying it).
         alpha: inner step size of the virtual step (paper: the student's learning rate, 2.5e-4).
         beta: meta learning rate of the SGD update of phi (paper: 1e-3).
         inner_steps: l, the number of virtual steps (paper: 1).

@@ -21,5 +21,5 @@ void main()
     gl_Position = P * V * world;
     frag_position = world.xyz;
     frag_normal = mat3(model) * normal;
-    albedo = color_0.rgb;
+    albedo = pow(color_0.rgb, vec3(2.2));  // vertex colours are display (gamma) values; shade in linear
 }
