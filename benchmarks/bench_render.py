@@ -65,8 +65,16 @@ def typical_mesh(size: int):
     return vertices, pipeline.hand_model.faces, pipeline.K, float(coverage[i])
 
 
-def _bare_process(kind, mesh, size, seconds, lp_threads, barrier, results):
-    os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
+KINDS = {
+    "stock": "stock pyrender (PBR shader, 4× MSAA)",
+    "pbr": "toolkit `HandRenderer`, pyrender's PBR shader (single-sample)",
+    "toolkit": "toolkit `HandRenderer` (Lambert shader, single-sample, vertex-buffer update)",
+    "rebuild": "toolkit `HandRenderer`, but a new `pyrender.Mesh` per frame instead of the buffer update",
+}
+
+
+def _make_frame(kind, mesh, size):
+    """A callable rendering one frame of ``mesh`` with renderer variant ``kind`` (see :data:`KINDS`)."""
     vertices, faces, K, _ = mesh
     from render.sampling import Lighting
 
@@ -83,11 +91,53 @@ def _bare_process(kind, mesh, size, seconds, lp_threads, barrier, results):
         camera = pyrender.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5)
         scene.add(camera, pose=np.diag([1.0, -1.0, -1.0, 1.0]))
         scene.add(pyrender.DirectionalLight(intensity=3.0))
-        frame = lambda: renderer.render(scene)  # noqa: E731
-    else:
-        from render.renderer import HandRenderer
-        renderer = HandRenderer(size, size, faces, len(vertices))
-        frame = lambda: renderer.render(vertices, colours, K, lighting)  # noqa: E731
+        return lambda: renderer.render(scene)
+    from render.renderer import HandRenderer, pyrender
+    renderer = HandRenderer(size, size, faces, len(vertices), shading="pbr" if kind == "pbr" else "lambert")
+    if kind in ("toolkit", "pbr"):
+        return lambda: renderer.render(vertices, colours, K, lighting)
+    renderer.render(vertices, colours, K, lighting)
+    state = {"node": next(iter(renderer.scene.mesh_nodes))}
+    rgba = np.concatenate([colours, np.ones((len(colours), 1), np.float32)], 1)
+
+    def rebuild():
+        renderer.scene.remove_node(state["node"])
+        primitive = pyrender.Primitive(positions=vertices, normals=renderer.vertex_normals(vertices), color_0=rgba,
+                                       indices=faces, material=renderer._primitive.material)
+        state["node"] = renderer.scene.add(pyrender.Mesh([primitive]))
+        return renderer._offscreen.render(renderer.scene)
+
+    return rebuild
+
+
+def _cpu_cost_process(mesh, size, frames, results):
+    """CPU ms per frame of every variant, llvmpipe rasterising in this thread (LP_NUM_THREADS=0)."""
+    os.environ["LP_NUM_THREADS"] = "0"
+    costs = {}
+    for kind in KINDS:
+        frame = _make_frame(kind, mesh, size)
+        for _ in range(5):
+            frame()
+        start = time.process_time()
+        for _ in range(frames):
+            frame()
+        costs[kind] = 1e3 * (time.process_time() - start) / frames
+    results.put(costs)
+
+
+def frame_cpu_costs(mesh, size: int, frames: int = 150) -> dict:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_cpu_cost_process, args=(mesh, size, frames, results))
+    process.start()
+    costs = results.get()
+    process.join()
+    return costs
+
+
+def _bare_process(kind, mesh, size, seconds, lp_threads, barrier, results):
+    os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
+    frame = _make_frame(kind, mesh, size)
     for _ in range(5):
         frame()
     barrier.wait()
@@ -167,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare stock pyrender: {stock:.1f} frames/s", flush=True)
     toolkit = bare_loop("toolkit", mesh, args.size, args.workers, args.seconds)
     print(f"bare toolkit renderer: {toolkit:.1f} frames/s", flush=True)
+    costs = frame_cpu_costs(mesh, args.size)
+    print("CPU ms per frame:", {k: round(v, 2) for k, v in costs.items()}, flush=True)
     stages = stage_profile(args.size, min(200, args.num))
     load_after = os.getloadavg()[0]
 
@@ -191,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| measurement | samples or frames / s |",
         "|---|---|",
-        f"| bare loop, stock pyrender (PBR shader, 4× MSAA) | {stock:.1f} |",
-        f"| bare loop, toolkit `HandRenderer` (Lambert, single-sample, vertex upload per frame) | {toolkit:.1f} |",
+        f"| bare loop, {KINDS['stock']} | {stock:.1f} |",
+        f"| bare loop, {KINDS['toolkit']} | {toolkit:.1f} |",
         f"| **full pipeline, steady state** (sampling, hand model, render, composite, visibility, lzf shards, "
         f"manifest) | **{steady_rate:.1f}** |",
         f"| full pipeline including worker start-up | {pipeline_rate:.1f} |",
@@ -202,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Peak RSS: largest worker {peak_children:.0f} MiB, main process {peak_self:.0f} MiB. "
         f"Stored bytes per sample: {stored:.0f} ({stored * 50000 / 1e9:.1f} GB per 50k samples).",
+        "",
+        "Renderer variants, CPU time per frame of the same mesh, one process, llvmpipe rasterising in the "
+        "calling thread (`LP_NUM_THREADS=0`), so the numbers do not depend on other load:",
+        "",
+        "| renderer | CPU ms / frame |",
+        "|---|---|",
+        *[f"| {KINDS[kind]} | {ms:.2f} |" for kind, ms in costs.items()],
         "",
         f"Per-stage CPU time (cProfile, one process, {min(200, args.num)} samples; profiling inflates "
         "Python-heavy stages):",

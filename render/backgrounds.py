@@ -52,9 +52,9 @@ def _smooth_upsampling(cells: int, size: int) -> np.ndarray:
 
 def _value_noise(rng: np.random.Generator, size: int, channels: int, octaves: int,
                  persistence: float) -> np.ndarray:
-    """Multi-scale value noise (size, size, channels) in about [−1, 1]: random grids of
-    doubling resolution, smoothly interpolated (two small matrix products per octave and
-    channel) and summed with weights decaying by ``persistence``."""
+    """Multi-scale value noise (size, size, channels), zero mean and standard deviation 0.5:
+    random grids of doubling resolution, smoothly interpolated (two small matrix products
+    per octave and channel) and summed with weights decaying by ``persistence``."""
     total = np.zeros((channels, size, size), np.float32)
     weight, norm = 1.0, 0.0
     cells = int(rng.integers(2, 5))
@@ -65,7 +65,9 @@ def _value_noise(rng: np.random.Generator, size: int, channels: int, octaves: in
         norm += weight
         weight *= persistence
         cells = min(2 * cells, size)
-    return np.moveaxis(total / np.float32(norm), 0, -1)
+    total -= total.mean()
+    total *= np.float32(0.5) / max(float(total.std()), 1e-6)
+    return np.moveaxis(total, 0, -1)
 
 
 def _palette_map(values: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -80,8 +82,8 @@ def _palette_map(values: np.ndarray, colours: np.ndarray) -> np.ndarray:
 def noise_background(rng: np.random.Generator, size: int) -> np.ndarray:
     octaves = int(rng.integers(3, 7))
     noise = _value_noise(rng, size, 3, octaves, rng.uniform(0.4, 0.8))
-    base = _random_colours(rng, 1)[0]
-    contrast = np.float32(rng.uniform(40, 120))
+    base = rng.uniform(40, 215, size=3).astype(np.float32)
+    contrast = np.float32(rng.uniform(40, 100))
     return base + contrast * noise
 
 

@@ -10,13 +10,13 @@ consumed in a fixed order, so the output of sample ``i`` does not depend on the 
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from datasets.geometry import project
 from render.backgrounds import BackgroundError, background_source
 from render.postprocess import composite, depth_to_millimetres, joint_visibility
 from render.sampling import (SynthConfig, draw_hand, draw_lighting, draw_skin, place_hand, sample_rng,
@@ -83,7 +83,8 @@ class SamplePipeline:
         pose = np.stack([h.pose_pca for h in hands])
         betas = np.stack([h.betas for h in hands])
         orient = np.stack([h.global_orient for h in hands])
-        posed = self.hand_model(pose, betas, orient)
+        with _single_torch_thread():
+            posed = self.hand_model(pose, betas, orient)
         for b, (row, rng) in enumerate(zip(rows, rngs)):
             translation = place_hand(rng, posed.joints[b], cfg).astype(np.float32)
             lighting = draw_lighting(rng, cfg)
@@ -93,7 +94,7 @@ class SamplePipeline:
             joints = (posed.joints[b] + translation).astype(np.float32)
             frame = self.renderer.render(vertices, skin, self.K, lighting)
             mask = frame.mask
-            joints2d = project(joints, self.K)
+            joints2d = project_elementwise(joints, self.K)
             composite(frame.rgb, mask, background, out=arrays["rgb"][row])
             arrays["depth"][row] = depth_to_millimetres(frame.depth)
             arrays["mask"][row] = mask
@@ -110,6 +111,30 @@ class SamplePipeline:
 
     def close(self) -> None:
         self.renderer.close()
+
+
+def project_elementwise(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pinhole projection (N,3) → (N,2) pixels with zero skew, written elementwise so the
+    result is bitwise the same whatever BLAS threading the process uses (a matrix product
+    may sum in a different order in a multi-threaded process)."""
+    points = points.astype(np.float64)
+    u = K[0, 0].astype(np.float64) * points[:, 0] / points[:, 2] + K[0, 2]
+    v = K[1, 1].astype(np.float64) * points[:, 1] / points[:, 2] + K[1, 2]
+    return np.stack([u, v], axis=-1).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _single_torch_thread():
+    """Run the (torch) hand model on one thread: spawned workers do anyway, and results
+    must not depend on the thread count (summation order), so in-process runs match them."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _read_texture(path: str) -> np.ndarray:

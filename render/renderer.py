@@ -9,10 +9,12 @@ difference).
 
 Anti-aliasing is off: pyrender's stock offscreen path renders 4× multisampled and
 resolves, which blends the hand's edge pixels with the clear colour (a dark halo after
-compositing) and costs about a third of the frame time under Mesa's software
-rasteriser. :class:`_SingleSampleRenderer` replaces that framebuffer with a
-single-sample one, so every pixel is either hand (depth > 0) or background, and the
-mask, depth and colour agree exactly.
+compositing) and, under Mesa's software rasteriser, costs about 45% of the frame time.
+:class:`_SingleSampleRenderer` replaces that framebuffer with a single-sample one, so
+every pixel is either hand (depth > 0) or background, and mask, depth and colour agree
+exactly. The default shaders (``render/shaders``: Lambert diffuse + a weak Blinn-Phong
+highlight) replace pyrender's PBR shader, about half the cost per frame again
+(``docs/rendering_benchmark.md``). Vertex colours are display (gamma 2.2) values.
 
 Camera: intrinsics K in OpenCV convention (pixel centres at integer u, v); pyrender
 uses OpenGL axes and pixel centres at +0.5, so the camera node is rotated by 180° about

@@ -9,8 +9,11 @@ loses at most the shards in progress.
 
 Guarantees (tested in ``tests/test_render_synth.py``):
 
-- determinism — sample ``i`` depends only on (config, seed, i): same arrays for any
-  worker count, shard subset or interruption;
+- determinism — sample ``i`` depends only on (config, seed, shard size, chunk size, i):
+  bitwise the same arrays for any worker count, shard subset or interruption. (The
+  hand model runs batched per chunk of a shard, and batched float arithmetic can differ
+  in the last bit from unbatched, so the shard and chunk sizes are part of a dataset's
+  identity in the manifest.)
 - resume — a rerun skips shards that open, validate and match the manifest checksum,
   and redoes missing, truncated or corrupt ones;
 - sharding across machines — ``shards`` selects a subset (``--shards 3-7`` or a job
@@ -34,11 +37,11 @@ from datasets.shard_format import (ShardError, file_sha256, open_shard, read_man
                                    write_shard)
 from render.sampling import SynthConfig
 
-#: Bytes per pixel of a stored sample (rgb + depth + mask, lzf): measured ~2.05 on procedural
+#: Bytes per pixel of a stored sample (rgb + depth + mask, lzf): measured ~2.1-2.3 on procedural
 #: backgrounds (docs/shard_storage.md); photos compress worse, hence the headroom.
 ESTIMATED_BYTES_PER_PIXEL = 3.0
 #: Manifest fields that must agree between runs filling one directory.
-IDENTITY_FIELDS = ("generator", "config", "seed", "num", "shard_size", "hand_model")
+IDENTITY_FIELDS = ("generator", "config", "seed", "num", "shard_size", "chunk_size", "hand_model")
 
 
 class SynthError(ValueError):
@@ -103,7 +106,7 @@ def job_array_shards(shard_index: int, shard_count: int, num_shards: int) -> lis
 
 def manifest_fields(job: GenerationJob, hand_model: str) -> dict:
     return {"generator": "render_synth", "config": json.loads(job.config.to_json()), "seed": job.seed,
-            "num": job.num, "shard_size": job.shard_size, "hand_model": hand_model,
+            "num": job.num, "shard_size": job.shard_size, "chunk_size": job.chunk_size, "hand_model": hand_model,
             "source": "synthetic", "command": job.command}
 
 

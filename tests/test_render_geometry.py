@@ -64,13 +64,13 @@ def test_single_sample_render_has_no_edge_blending(quad_renderer):
     quad = _quad(-0.2, 0.25, -0.15, 0.2, lambda x, y: 1.0)
     out = quad_renderer.render(quad, np.full((4, 3), 0.6, np.float32), K, FRONT_LIGHT)
     hand = out.mask.astype(bool)
-    # A flat quad lit head-on: its colour varies by a level or two (specular); with
+    # A flat quad lit head-on: its colour varies by a few levels (specular highlight); with
     # anti-aliasing the edge pixels would be blended towards the black clear colour.
     padded = np.pad(hand, 1)
     edge = hand & ~(padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
     assert edge.sum() > 40
     interior = out.rgb[hand & ~edge].astype(int)
-    assert out.rgb[edge].min() >= interior.min() - 2 and np.ptp(interior) <= 3
+    assert out.rgb[edge].min() >= interior.min() - 2 and np.ptp(interior) <= 8
     background = np.full((SIZE, SIZE, 3), 200, np.uint8)
     image = composite(out.rgb, out.mask, background)
     assert np.array_equal(image[hand], out.rgb[hand]) and np.all(image[~hand] == 200)

@@ -44,6 +44,9 @@ class Phase:
 
     #: batch keys this phase reads (checked on the first sample of every training directory)
     needs: tuple[str, ...] = ("target",)
+    #: state beyond model and optimiser that checkpoints hold: the learned prior φ (and an optimiser of φ)
+    phi: dict[str, torch.Tensor] | None = None
+    phi_optimizer: torch.optim.Optimizer | None = None
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  ctx: distributed.DistContext, memory_format: torch.memory_format, autocast: dict):
@@ -70,10 +73,6 @@ class Phase:
         loss.backward()
         self.optimizer.step()
         return {}
-
-    # state beyond model/optimiser that a checkpoint must hold (φ and its optimiser)
-    phi: dict[str, torch.Tensor] | None = None
-    phi_optimizer: torch.optim.Optimizer | None = None
 
 
 class DistillPhase(Phase):

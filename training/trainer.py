@@ -3,8 +3,8 @@
 ``train(cfg)`` is what ``tools/train.py`` calls (once per process under ``torchrun``):
 
 1. processes, device and seeds;
-2. run directory with the resolved ``config.yaml``;
-3. data (one or several shard directories, :mod:`training.data`);
+2. data (one or several shard directories, :mod:`training.data`);
+3. run directory with the resolved ``config.yaml``;
 4. the network, initialised from ``model.init`` when given, DDP-wrapped when distributed;
 5. optimiser, scheduler and the phase objective (:mod:`training.phases`);
 6. resume from ``<out>/checkpoints/last.pt`` when it exists;
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from datasets.transforms import input_normalization_config
 from training import distributed
 from training.checkpoint import load_checkpoint, load_model_weights, restore_training_state, save_checkpoint, unwrap
-from training.config import TrainConfig, config_to_dict, save_config
+from training.config import TrainConfig, save_config
 from training.data import require_keys, set_transform_epoch, training_loader
 from training.logging import RunLogger
 from training.phases import PHASE_CLASSES, build_network
@@ -89,15 +89,8 @@ def train(cfg: TrainConfig) -> RunResult:
     autocast = {"device_type": ctx.device.type, "dtype": torch.bfloat16, "enabled": cfg.amp and on_cuda}
     memory_format = torch.channels_last if (cfg.channels_last and on_cuda) else torch.contiguous_format
     try:
-        # Step 2: run directory and the resolved config.
-        run_dir = Path(cfg.out)
-        last = run_dir / "checkpoints" / "last.pt"
-        if ctx.is_main:
-            save_config(cfg, run_dir, extra={"input_normalization": input_normalization_config(),
-                                             "world_size": ctx.world_size})
-        distributed.barrier(ctx)
-
-        # Step 3: data. optim.batch_size is the global batch; each process takes its share.
+        # Step 2: data (first, so that a wrong path fails before anything is written).
+        # optim.batch_size is the global batch; each process takes its share.
         if cfg.optim.batch_size % ctx.world_size:
             raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by the "
                              f"{ctx.world_size} processes")
@@ -109,6 +102,14 @@ def train(cfg: TrainConfig) -> RunResult:
         total_steps = cfg.optim.epochs * per_epoch
         if cfg.optim.max_steps:
             total_steps = min(total_steps, cfg.optim.max_steps)
+
+        # Step 3: run directory and the resolved config.
+        run_dir = Path(cfg.out)
+        last = run_dir / "checkpoints" / "last.pt"
+        if ctx.is_main:
+            save_config(cfg, run_dir, extra={"input_normalization": input_normalization_config(),
+                                             "world_size": ctx.world_size})
+        distributed.barrier(ctx)
 
         # Step 4: the network.
         info = _model_info(cfg)
@@ -206,4 +207,4 @@ def train(cfg: TrainConfig) -> RunResult:
         distributed.cleanup(ctx)
 
 
-__all__ = ["train", "RunResult", "NonFiniteLossError", "config_to_dict"]
+__all__ = ["train", "RunResult", "NonFiniteLossError"]
