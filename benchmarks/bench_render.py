@@ -20,11 +20,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import cProfile
 import multiprocessing
 import os
 import platform
-import pstats
 import resource
 import sys
 import tempfile
@@ -38,16 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from render.sampling import SynthConfig  # noqa: E402
 from render.synth import GenerationJob, generate  # noqa: E402
 
-STAGES = {  # profile entries (file suffix, function) → stage name
-    ("/render/renderer.py", "render"): "render (GL draw + read-back + vertex upload)",
-    ("/render/backgrounds.py", "sample"): "background",
-    ("/render/hand_model.py", "__call__"): "hand model (batched)",
-    ("/render/postprocess.py", "composite"): "composite",
-    ("/render/postprocess.py", "joint_visibility"): "visibility",
-    ("/render/postprocess.py", "depth_to_millimetres"): "depth encoding",
-    ("/render/sampling.py", "draw_skin"): "skin colours",
-    ("/render/sampling.py", "place_hand"): "placement",
-    ("/datasets/shard_format.py", "write_shard"): "shard write (lzf) + checksum",
+STAGES = {  # (where, function) → stage name; "pipeline" = names as imported by render.pipeline
+    ("renderer", "render"): "render (GL draw + read-back + normals + vertex upload)",
+    ("backgrounds", "sample"): "background",
+    ("pipeline", "composite"): "composite",
+    ("pipeline", "joint_visibility"): "visibility",
+    ("pipeline", "depth_to_millimetres"): "depth encoding",
+    ("pipeline", "draw_skin"): "skin colours",
+    ("pipeline", "place_hand"): "placement",
+    ("pipeline", "draw_lighting"): "lighting",
+    ("pipeline", "draw_hand"): "hand parameters",
+    ("pipeline", "project_elementwise"): "projection",
 }
 
 
@@ -163,21 +162,56 @@ def bare_loop(kind: str, mesh, size: int, workers: int, seconds: float) -> float
     return sum(frames / elapsed for frames, elapsed in outcomes)
 
 
-def stage_profile(size: int, num: int) -> list[tuple[str, float]]:
-    """CPU ms per sample of each pipeline stage (cProfile cumulative CPU time, in-process)."""
+def _stage_process(size: int, num: int, results) -> None:
+    """CPU ms per sample of each pipeline stage and in total (LP_NUM_THREADS=0: rasterising in-thread)."""
+    os.environ["LP_NUM_THREADS"] = "0"
+    import collections
+
+    import datasets.shard_format as shard_format
+    import render.pipeline as pipeline_module
+    from render.backgrounds import ProceduralBackgrounds
+    from render.renderer import HandRenderer
+
+    spent: collections.Counter = collections.Counter()
+
+    def timed(owner, name, label):
+        function = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] += time.process_time() - start
+
+        setattr(owner, name, wrapper)
+
+    for (owner, name), label in STAGES.items():
+        timed({"renderer": HandRenderer, "backgrounds": ProceduralBackgrounds, "pipeline": pipeline_module}[owner],
+              name, label)
+    pipeline = pipeline_module.SamplePipeline(SynthConfig(image_size=size), seed=1)
+    timed(type(pipeline.hand_model), "__call__", "hand model (batched)")
+    pipeline.render(0, 50)
+    spent.clear()
+    start = time.process_time()
+    arrays = pipeline.render(0, num)
     with tempfile.TemporaryDirectory() as tmp:
-        job = GenerationJob(out=Path(tmp), num=num, seed=1, shard_size=num, workers=1, config=SynthConfig(image_size=size))
-        profile = cProfile.Profile(time.process_time)
-        profile.enable()
-        generate(job, progress_bar=False, log=lambda _: None)
-        profile.disable()
-    stats = pstats.Stats(profile).stats
-    rows = []
-    for (path, _, function), (_, _, _, cumulative, _) in stats.items():
-        for (suffix, name), stage in STAGES.items():
-            if path.endswith(suffix) and function == name:
-                rows.append((stage, 1e3 * cumulative / num))
-    return sorted(rows, key=lambda r: -r[1])
+        write_start = time.process_time()
+        shard_format.write_shard(tmp, 0, arrays, {"source": "synthetic", "config": "{}"})
+        spent["shard write (lzf, fsync, re-open, SHA-256)"] = time.process_time() - write_start
+    total = time.process_time() - start
+    rows = sorted(((label, 1e3 * t / num) for label, t in spent.items()), key=lambda r: -r[1])
+    results.put((rows, 1e3 * total / num))
+
+
+def stage_profile(size: int, num: int) -> tuple[list[tuple[str, float]], float]:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_stage_process, args=(size, num, results))
+    process.start()
+    outcome = results.get()
+    process.join()
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare toolkit renderer: {toolkit:.1f} frames/s", flush=True)
     costs = frame_cpu_costs(mesh, args.size)
     print("CPU ms per frame:", {k: round(v, 2) for k, v in costs.items()}, flush=True)
-    stages = stage_profile(args.size, min(200, args.num))
+    stages, pipeline_cpu = stage_profile(args.size, min(300, args.num))
     load_after = os.getloadavg()[0]
 
     from OpenGL import GL  # noqa: F401  (renderer string for the record)
@@ -262,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|",
         *[f"| {KINDS[kind]} | {ms:.2f} |" for kind, ms in costs.items()],
         "",
-        f"Per-stage CPU time (cProfile, one process, {min(200, args.num)} samples; profiling inflates "
-        "Python-heavy stages):",
+        f"Full pipeline, same conditions ({min(300, args.num)} samples, one process): **{pipeline_cpu:.2f} CPU ms "
+        f"per sample**, i.e. {costs['stock'] / pipeline_cpu:.0%} of the stock pyrender frame rate and "
+        f"{costs['toolkit'] / pipeline_cpu:.0%} of the toolkit renderer's; on 2 fully used cores that is "
+        f"{2000 / pipeline_cpu:.0f} samples/s. Per stage:",
         "",
         "| stage | CPU ms / sample |",
         "|---|---|",

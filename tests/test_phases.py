@@ -53,13 +53,13 @@ def test_student_regresses_from_rgb(student):
     assert load_checkpoint(student.checkpoint)["model_info"]["in_channels"] == 3
 
 
-@pytest.mark.parametrize("algorithm", ["efficient", "exact"])
-def test_distill_learns_the_prior(data, teacher, student, algorithm):
-    out = data["root"] / f"distill_{algorithm}"
+@pytest.mark.parametrize("algorithm,form", [("efficient", "l2"), ("exact", "l2"), ("efficient", "l1")])
+def test_distill_learns_the_prior(data, teacher, student, algorithm, form):
+    out = data["root"] / f"distill_{algorithm}_{form}"
     cfg = tiny_config("distill", out, [data["source"]],
                       [f"optim.epochs={STEPS}", f"model.init={student.checkpoint}",
                        f"distill.teacher={teacher.checkpoint}", "prior.learn=true", f"prior.algorithm={algorithm}",
-                       "prior.beta=10.0"])
+                       f"prior.form={form}", "prior.beta=10.0"])
     result = train(cfg)
     assert _decreases(_series(out, "loss/G"))
     # the student starts from the student run: G's regression part starts where that run ended

@@ -87,6 +87,7 @@ class PriorConfig:
 
     learn: bool = False
     algorithm: str = "efficient"
+    form: str = "l2"  # the regulariser being meta-learned: l2 = Σφθ² (Eq. 10) or l1 = Σφ|θ| (Table 2 variant)
     beta: float = 1.0e-3  # SGD learning rate of φ
     alpha: float = 0.0  # inner step size; 0 means "the student's learning rate"
     inner_steps: int = 1  # l, the number of unrolled virtual steps
@@ -266,6 +267,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     need(bool(cfg.data.train), "data.train should list at least one shard directory")
     need(cfg.regularizer.kind in REGULARIZERS, f"regularizer.kind should be one of {REGULARIZERS}, found {cfg.regularizer.kind!r}")
     need(cfg.prior.algorithm in META_ALGORITHMS, f"prior.algorithm should be one of {META_ALGORITHMS}, found {cfg.prior.algorithm!r}")
+    need(cfg.prior.form in ("l1", "l2"), f"prior.form should be 'l1' or 'l2', found {cfg.prior.form!r}")
     need(cfg.prior.inner_steps >= 1, "prior.inner_steps must be >= 1")
     if cfg.phase == "distill":
         need(bool(cfg.distill.teacher), "phase distill needs distill.teacher (the teacher run's checkpoint)")

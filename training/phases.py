@@ -108,7 +108,7 @@ class DistillPhase(Phase):
             self.meta = MetaPriorLearner(
                 student, self.teacher, self.phi, alpha=cfg.prior.alpha or cfg.optim.lr, beta=cfg.prior.beta,
                 inner_steps=cfg.prior.inner_steps, algorithm=cfg.prior.algorithm,
-                attention_weight=cfg.distill.lambda_att)
+                prior=cfg.prior.form, attention_weight=cfg.distill.lambda_att)
 
     def loss(self, batch):
         rgb, depth, target = (self._to(batch[k]) for k in ("rgb_input", "depth_input", "target"))
