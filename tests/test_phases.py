@@ -53,13 +53,14 @@ def test_student_regresses_from_rgb(student):
     assert load_checkpoint(student.checkpoint)["model_info"]["in_channels"] == 3
 
 
-@pytest.mark.parametrize("algorithm,form", [("efficient", "l2"), ("exact", "l2"), ("efficient", "l1")])
-def test_distill_learns_the_prior(data, teacher, student, algorithm, form):
+@pytest.mark.parametrize("algorithm,form,nonnegative",
+                         [("efficient", "l2", False), ("exact", "l2", False), ("efficient", "l1", True)])
+def test_distill_learns_the_prior(data, teacher, student, algorithm, form, nonnegative):
     out = data["root"] / f"distill_{algorithm}_{form}"
     cfg = tiny_config("distill", out, [data["source"]],
                       [f"optim.epochs={STEPS}", f"model.init={student.checkpoint}",
                        f"distill.teacher={teacher.checkpoint}", "prior.learn=true", f"prior.algorithm={algorithm}",
-                       f"prior.form={form}", "prior.beta=10.0"])
+                       f"prior.form={form}", f"prior.nonnegative={nonnegative}", "prior.beta=10.0"])
     result = train(cfg)
     assert _decreases(_series(out, "loss/G"))
     # the student starts from the student run: G's regression part starts where that run ended
@@ -69,6 +70,8 @@ def test_distill_learns_the_prior(data, teacher, student, algorithm, form):
     phi = load_prior(result.prior, model)
     assert set(phi) == {n for n, _ in model.named_parameters()}
     assert max(float(v.abs().max()) for v in phi.values()) > 0
+    smallest = min(float(v.min()) for v in phi.values())
+    assert smallest >= 0 if nonnegative else smallest < 0  # the projection keeps R a proper prior
     assert _series(out, "phi/abs_max")[-1] > 0
 
 

@@ -92,6 +92,9 @@ class PriorConfig:
     alpha: float = 0.0  # inner step size; 0 means "the student's learning rate"
     inner_steps: int = 1  # l, the number of unrolled virtual steps
     init: float = 0.0  # φ0
+    # Not in the paper: project φ onto φ ≥ 0 after each step so that R(θ;φ) stays a proper
+    # (Gaussian / Laplace) prior that only ever pulls weights towards zero.
+    nonnegative: bool = False
 
 
 @dataclass

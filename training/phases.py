@@ -142,6 +142,8 @@ class DistillPhase(Phase):
             for name, value in self.phi.items():
                 # Algorithm 1 step 2: φ_{k+1} = φ_k − β ∇_φ G(θ̈_l)
                 value.sub_(self.cfg.prior.beta * distributed.all_reduce_mean(phi_grads[name].clone(), self.ctx))
+                if self.cfg.prior.nonnegative:
+                    value.clamp_(min=0.0)
         self.optimizer.step()  # step 3: θ_{k+1} from ∇_θ G(θ_k)
         flat = torch.cat([p.flatten() for p in self.phi.values()])
         return {"phi/mean": flat.mean().item(), "phi/abs_max": flat.abs().max().item()}
