@@ -23,6 +23,7 @@ import argparse
 import multiprocessing
 import os
 import platform
+import queue
 import resource
 import sys
 import tempfile
@@ -113,8 +114,10 @@ def _cpu_cost_process(mesh, size, frames, results):
     """CPU ms per frame of every variant, llvmpipe rasterising in this thread (LP_NUM_THREADS=0)."""
     os.environ["LP_NUM_THREADS"] = "0"
     costs = {}
-    for kind in KINDS:
-        frame = _make_frame(kind, mesh, size)
+    # All renderers stay alive until the end: pyrender's EGL clean-up of one (on garbage
+    # collection) terminates the display that the others share.
+    renderers = {kind: _make_frame(kind, mesh, size) for kind in KINDS}
+    for kind, frame in renderers.items():
         for _ in range(5):
             frame()
         start = time.process_time()
@@ -124,14 +127,30 @@ def _cpu_cost_process(mesh, size, frames, results):
     results.put(costs)
 
 
-def frame_cpu_costs(mesh, size: int, frames: int = 150) -> dict:
+def _collect(processes, results) -> list:
+    """One result per process; fail (instead of waiting forever) if a process dies without one."""
+    outcomes = []
+    while len(outcomes) < len(processes):
+        try:
+            outcomes.append(results.get(timeout=1.0))
+        except queue.Empty:
+            if not any(p.is_alive() for p in processes) and results.empty():
+                raise RuntimeError("a benchmark process exited without a result (see its error above)") from None
+    for p in processes:
+        p.join()
+    return outcomes
+
+
+def _in_child(target, *args):
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    process = context.Process(target=_cpu_cost_process, args=(mesh, size, frames, results))
+    process = context.Process(target=target, args=(*args, results))
     process.start()
-    costs = results.get()
-    process.join()
-    return costs
+    return _collect([process], results)[0]
+
+
+def frame_cpu_costs(mesh, size: int, frames: int = 150) -> dict:
+    return _in_child(_cpu_cost_process, mesh, size, frames)
 
 
 def _bare_process(kind, mesh, size, seconds, lp_threads, barrier, results):
@@ -156,9 +175,7 @@ def bare_loop(kind: str, mesh, size: int, workers: int, seconds: float) -> float
                  for _ in range(workers)]
     for p in processes:
         p.start()
-    outcomes = [results.get() for _ in processes]
-    for p in processes:
-        p.join()
+    outcomes = _collect(processes, results)
     return sum(frames / elapsed for frames, elapsed in outcomes)
 
 
@@ -205,13 +222,7 @@ def _stage_process(size: int, num: int, results) -> None:
 
 
 def stage_profile(size: int, num: int) -> tuple[list[tuple[str, float]], float]:
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_stage_process, args=(size, num, results))
-    process.start()
-    outcome = results.get()
-    process.join()
-    return outcome
+    return _in_child(_stage_process, size, num)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each bare loop (default 10)")
     parser.add_argument("--out", type=Path, default=Path("docs/rendering_benchmark.md"))
     args = parser.parse_args(argv)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        # Child processes (bare loops, CPU-time probes) get one BLAS thread each, like pipeline
+        # workers: idle BLAS threads spin and would be counted in the CPU-time measurements.
+        os.environ.setdefault(name, "1")
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as tmp:

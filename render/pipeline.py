@@ -6,7 +6,9 @@ the arrays of a shard (`interfaces.md`, "Synthetic and converted shards").
 
 Per chunk of samples the hand model runs once, batched; everything else is per sample.
 Each sample's random choices come from its own generator (:func:`render.sampling.sample_rng`),
-consumed in a fixed order, so the output of sample ``i`` does not depend on the chunking.
+consumed in a fixed order, so they never depend on other samples. Chunks start at the
+shard's first sample, so the batches — and with them the last bit of the hand model's
+float arithmetic — are the same in every run with the same shard and chunk size.
 """
 from __future__ import annotations
 

@@ -197,4 +197,6 @@ class HandRenderer:
         return RenderOutput(rgb, depth)
 
     def close(self) -> None:
+        """Release the GL context. pyrender's EGL clean-up terminates the EGL display, which
+        all renderers of a process share: close a renderer only when no other one is in use."""
         self._offscreen.delete()

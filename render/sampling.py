@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -235,14 +235,3 @@ def texture_colours(image: np.ndarray, template: np.ndarray) -> np.ndarray:
     cols = np.clip(np.round(uv[:, 0] * (width - 1)).astype(int), 0, width - 1)
     rows = np.clip(np.round(uv[:, 1] * (height - 1)).astype(int), 0, height - 1)
     return image[rows, cols, :3].astype(np.float32) / 255.0
-
-
-@dataclass
-class SceneDraw:
-    """Everything random about one sample except the background image itself."""
-
-    index: int
-    hand: HandDraw
-    translation: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    lighting: Lighting | None = None
-    skin: np.ndarray | None = None

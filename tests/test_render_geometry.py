@@ -169,3 +169,21 @@ def test_missing_gl_library_gives_an_install_hint():
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "CLEAR:" in result.stdout, result.stderr
     assert "apt-get install -y libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri" in result.stdout
+
+
+def test_skin_colours_come_from_the_palette_or_a_user_texture():
+    from render.sampling import draw_skin, texture_colours
+
+    cfg = SynthConfig()
+    template = np.random.default_rng(0).normal(size=(500, 3)) * [0.08, 0.03, 0.01]  # long axis = x
+    skin = draw_skin(sample_rng(0, 1), cfg, template)
+    assert skin.shape == (500, 3) and skin.dtype == np.float32 and 0 <= skin.min() and skin.max() <= 1
+    nearest_tone = np.abs(np.asarray(cfg.skin_tones)[:, None, :] - skin.mean(0)).sum(-1).min()
+    assert nearest_tone < 0.15  # per-sample jitter and shading variation stay close to a palette tone
+    image = np.zeros((10, 20, 3), np.uint8)
+    image[:, :10] = (255, 0, 0)
+    image[:, 10:] = (0, 0, 255)
+    colours = texture_colours(image, template)
+    along = template[:, 0]
+    # The texture's horizontal axis follows the template's longest axis: one end red, the other blue.
+    assert {tuple(colours[np.argmin(along)]), tuple(colours[np.argmax(along)])} == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}
