@@ -1,6 +1,6 @@
 """Background images for synthetic renders (paper Sect. 5.1: "randomly sampled and cropped").
 
-Two sources with one method, ``sample(rng, size) -> uint8 (size, size, 3)``:
+Sources with one method, ``sample(rng, size) -> uint8 (size, size, 3)``:
 
 - :class:`FolderBackgrounds`: random crops (random scale, position, mirror) of the
   user's images, resized to the render size.
@@ -8,6 +8,9 @@ Two sources with one method, ``sample(rng, size) -> uint8 (size, size, 3)``:
   non-flat images — multi-scale value noise, gradients, shapes, stripes/plaids and
   turbulence textures — built with vectorised numpy and PIL's C resizing/drawing so one
   image costs about a millisecond.
+- :class:`BackgroundBank` (what the pipeline uses by default): a per-worker bank of
+  procedural textures built from the global seed, randomly cropped, mirrored, rotated
+  and recoloured per sample.
 
 Both draw every random choice from the per-sample generator they are given.
 """
@@ -168,18 +171,89 @@ class ProceduralBackgrounds:
         self.families = tuple(families)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """A (size, size, 3) uint8 image. Above 64 px it is drawn at a quarter (smooth
-        families) or half the size and upsampled: backgrounds need no finer detail, and
-        the per-pixel numpy work shrinks 4–16×."""
+        """A (size, size, 3) uint8 image of a family chosen by ``rng``."""
         family = self.families[int(rng.integers(len(self.families)))]
+        return self.draw(family, rng, size)
+
+    @staticmethod
+    def draw(family: str, rng: np.random.Generator, size: int, upsample: bool = True) -> np.ndarray:
+        """One image of ``family``. Above 64 px it is drawn at a quarter (smooth families) or
+        half the size and (if ``upsample``) resized to ``size``: backgrounds need no finer
+        detail, and the per-pixel numpy work shrinks 4–16×."""
         work = size if size <= 64 else max(64, -(-size // (4 if family in _SMOOTH else 2)))
         image = np.clip(FAMILIES[family](rng, work), 0, 255).astype(np.uint8)
-        if work != size:
+        if upsample and work != size:
             image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
         return image
 
     def describe(self) -> str:
         return f"procedural:{','.join(self.families)}"
+
+
+#: First entropy word of the bank generators, so they never coincide with a sample's
+#: ``[seed, index]`` generator (:func:`render.sampling.sample_rng`).
+_BANK_STREAM = 0x6B61_6E6B
+
+
+class BackgroundBank:
+    """Procedural backgrounds drawn from a bank of base textures, varied per sample.
+
+    The bank holds ``per_family`` textures of each family, drawn with
+    :class:`ProceduralBackgrounds` at its working resolution from generators that depend
+    only on (``seed``, family, texture number): every worker builds the same bank at
+    start-up (about 1 ms per texture). Per sample, the sample's own generator picks a
+    family and a texture and varies it: a random square crop (``crop_range`` of the
+    texture's side, random position), a mirror, a 90° rotation, and a colour change —
+    hue rotation about the grey axis, per-channel gain, contrast and brightness — then
+    the crop is upsampled to the render size. That keeps backgrounds varied (5 families ×
+    ``per_family`` textures × continuous crops and colours) at a fraction of drawing
+    each one afresh (``docs/rendering_benchmark.md``).
+    """
+
+    def __init__(self, seed: int, size: int, per_family: int = 128, families: tuple[str, ...] = tuple(FAMILIES),
+                 crop_range: tuple[float, float] = (0.55, 1.0)):
+        if per_family < 1:
+            raise BackgroundError(f"background bank: per_family should be at least 1, found {per_family}")
+        self.generator = ProceduralBackgrounds(families)
+        self.families, self.size, self.crop_range = self.generator.families, int(size), crop_range
+        self.textures = {
+            family: [self.generator.draw(family, np.random.default_rng([_BANK_STREAM, int(seed), f, k]), self.size,
+                                         upsample=False)
+                     for k in range(per_family)]
+            for f, family in enumerate(self.families)
+        }
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """A (size, size, 3) uint8 background; all choices come from ``rng``."""
+        family = self.families[int(rng.integers(len(self.families)))]
+        bank = self.textures[family]
+        texture = bank[int(rng.integers(len(bank)))]
+        side = texture.shape[0]
+        crop = max(2, int(round(rng.uniform(*self.crop_range) * side)))
+        top, left = (int(v) for v in rng.integers(0, side - crop + 1, size=2))
+        patch = texture[top:top + crop, left:left + crop]
+        if rng.uniform() < 0.5:
+            patch = patch[:, ::-1]
+        patch = np.rot90(patch, int(rng.integers(4)))
+        patch = _recolour(patch, rng)
+        return np.asarray(Image.fromarray(patch).resize((size, size), Image.BILINEAR))
+
+    def describe(self) -> str:
+        per_family = len(next(iter(self.textures.values())))
+        return f"procedural bank:{','.join(self.families)}x{per_family}"
+
+
+def _recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random hue rotation (about the grey axis), per-channel gain, contrast and brightness of a uint8 image."""
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    axis = np.full(3, 1.0 / np.sqrt(3.0))
+    cross = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    rotation = np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * np.outer(axis, axis)
+    gain = rng.uniform(0.8, 1.2, size=3) * rng.uniform(0.7, 1.3)  # colour balance × contrast
+    matrix = (rotation * gain[:, None]).astype(np.float32)
+    offset = np.float32(128.0 + rng.uniform(-35.0, 35.0))
+    pixels = (image.astype(np.float32) - np.float32(128.0)) @ matrix.T + offset
+    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 class FolderBackgrounds:
@@ -229,6 +303,11 @@ class FolderBackgrounds:
         return f"folder:{self.folder} ({len(self.paths)} images)"
 
 
-def background_source(folder: str | Path | None, crop_range: tuple[float, float] = (0.3, 1.0)):
-    """The user's image folder if given, else the procedural generator."""
-    return ProceduralBackgrounds() if folder is None else FolderBackgrounds(folder, crop_range)
+def background_source(folder: str | Path | None, crop_range: tuple[float, float] = (0.3, 1.0),
+                      bank: int = 0, seed: int = 0, size: int = 256):
+    """The user's image folder if given; else a :class:`BackgroundBank` of ``bank`` textures
+    per family (built from ``seed`` for images of ``size``), or with ``bank=0`` the
+    procedural generator drawing every image afresh."""
+    if folder is not None:
+        return FolderBackgrounds(folder, crop_range)
+    return BackgroundBank(seed, size, bank) if bank > 0 else ProceduralBackgrounds()

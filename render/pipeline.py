@@ -5,6 +5,8 @@ background source are kept for all its samples) and turns a range of sample indi
 the arrays of a shard (`interfaces.md`, "Synthetic and converted shards").
 
 Per chunk of samples the hand model runs once, batched; everything else is per sample.
+Procedural backgrounds come from a per-worker :class:`render.backgrounds.BackgroundBank`
+built from the global seed (``SynthConfig.background_bank``), the same in every worker.
 Each sample's random choices come from its own generator (:func:`render.sampling.sample_rng`),
 consumed in a fixed order, so they never depend on other samples. Chunks start at the
 shard's first sample, so the batches — and with them the last bit of the hand model's
@@ -59,18 +61,27 @@ class SamplePipeline:
         self.base_colours = None
         if cfg.skin_texture is not None:
             self.base_colours = texture_colours(_read_texture(cfg.skin_texture), self.template)
-        self.backgrounds = background_source(cfg.backgrounds, cfg.background_crop_range)
+        self.backgrounds = background_source(cfg.backgrounds, cfg.background_crop_range, cfg.background_bank,
+                                             self.seed, cfg.image_size)
         self.K = cfg.intrinsics()
         self.renderer = HandRenderer(cfg.image_size, cfg.image_size, self.hand_model.faces,
                                      self.hand_model.num_vertices)
+        self._buffers: dict[str, np.ndarray] | None = None
 
     @property
     def identity(self) -> str:
         return self.hand_model.identity
 
     def render(self, start: int, count: int, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-        """Arrays for samples ``start … start+count−1``; ``progress(n)`` is called after each chunk."""
-        arrays = allocate(count, self.cfg.image_size)
+        """Arrays for samples ``start … start+count−1``; ``progress(n)`` is called after each chunk.
+
+        The arrays are reused (every element overwritten) by the next call with the same
+        ``count``: a worker writes each shard before rendering the next, and fresh arrays
+        would cost page faults on every image (~0.3 ms per sample). Copy them to keep them.
+        """
+        if self._buffers is None or len(self._buffers["seed"]) != count:
+            self._buffers = allocate(count, self.cfg.image_size)
+        arrays = self._buffers
         for chunk_start in range(0, count, self.chunk_size):
             chunk = range(chunk_start, min(count, chunk_start + self.chunk_size))
             self._render_chunk(arrays, start, chunk)

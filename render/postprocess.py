@@ -15,7 +15,12 @@ def composite(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray, out: np
         out = background.copy()
     elif out is not background:
         out[...] = background
-    np.copyto(out, rgb, where=mask[..., None].astype(bool))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows):  # only the mask's bounding box can hold hand pixels
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        select = (mask[box] != 0).view(np.uint8) * np.uint8(255)  # 0xFF on hand pixels, 0 elsewhere
+        target = out[box]
+        target ^= (target ^ rgb[box]) & select[..., None]  # = rgb where selected, unchanged elsewhere
     return out
 
 

@@ -71,6 +71,11 @@ class SynthConfig:
     skin_texture: str | None = None
     #: folder of background images; ``None`` uses the embedded procedural generator.
     backgrounds: str | None = None
+    #: procedural backgrounds: textures per family in each worker's bank (built from the global
+    #: seed only, so identical in every worker; per sample a random crop, mirror, 90° rotation
+    #: and colour change of one of them, see ``render.backgrounds.BackgroundBank``); 0 draws
+    #: every background afresh (slower).
+    background_bank: int = 128
     #: background crops cover this fraction range of the source image's shorter side.
     background_crop_range: tuple[float, float] = (0.3, 1.0)
     #: a joint is visible if the rendered surface at its pixel is at most this far in front of it.
@@ -84,6 +89,8 @@ class SynthConfig:
                 raise ValueError(f"SynthConfig.{name} should be (low, high) with low <= high, found {value}")
             setattr(self, name, value)
         self.skin_tones = tuple(tuple(float(c) for c in tone) for tone in self.skin_tones)
+        if self.background_bank < 0:
+            raise ValueError(f"SynthConfig.background_bank should be >= 0 (0 = no bank), found {self.background_bank}")
         if self.image_size < 16:
             raise ValueError(f"SynthConfig.image_size should be at least 16 pixels, found {self.image_size}")
         if not 0 <= self.margin < 0.4:

@@ -16,6 +16,8 @@ Guarantees (tested in ``tests/test_render_synth.py``):
   identity in the manifest.)
 - resume — a rerun skips shards that open, validate and match the manifest checksum,
   and redoes missing, truncated or corrupt ones;
+- a worker that dies (killed, crashed, out of memory) or fails to start ends the run at
+  once with a :class:`SynthError` instead of a hang; rerunning resumes;
 - sharding across machines — ``shards`` selects a subset (``--shards 3-7`` or a job
   array's ``--shard-index I --shard-count N``), all writing into one directory.
 """
@@ -28,7 +30,10 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -159,20 +164,40 @@ def shard_is_complete(out: Path, task: ShardTask, manifest: dict) -> tuple[bool,
 
 _PIPELINE = None
 _PROGRESS: Callable[[int], None] | None = None
+_MESSAGES = None  # a pool worker's queue to the parent (None in-process)
+#: Test hook, read only inside pool workers: ``"exit-at-shard:K"`` makes the worker that
+#: starts shard K kill itself (SIGKILL), ``"fail-init"`` makes worker start-up raise.
+FAULT_ENV = "RENDER_SYNTH_TEST_FAULT"
 
 
-def _init_worker(job: GenerationJob, progress_queue, lp_threads: int | None) -> None:
-    global _PIPELINE, _PROGRESS
-    if lp_threads is not None:  # a spawned worker: llvmpipe threads, set before its GL context exists
-        os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
-    from render.pipeline import SamplePipeline
+def _init_worker(job: GenerationJob, messages, lp_threads: int | None) -> None:
+    global _PIPELINE, _PROGRESS, _MESSAGES
+    try:
+        if lp_threads is not None:  # a spawned worker: llvmpipe threads, set before its GL context exists
+            os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
+        if messages is not None and os.environ.get(FAULT_ENV) == "fail-init":
+            raise RuntimeError(f"start-up failure injected by {FAULT_ENV}")
+        from render.pipeline import SamplePipeline
 
-    _PIPELINE = SamplePipeline(job.config, job.seed, job.mano, job.chunk_size)
-    _PROGRESS = progress_queue.put if progress_queue is not None else None
+        _PIPELINE = SamplePipeline(job.config, job.seed, job.mano, job.chunk_size)
+    except BaseException as exc:
+        if messages is not None:  # the parent only sees a broken pool: tell it why
+            messages.put(("init-error", f"{type(exc).__name__}: {exc}"))
+            messages.close()
+            messages.join_thread()
+        raise
+    _MESSAGES = messages
+    _PROGRESS = messages.put if messages is not None else None
 
 
 def _render_and_write(job: GenerationJob, task: ShardTask) -> dict:
     """Render shard ``task`` in this process, write it atomically and record it; return its manifest entry."""
+    if _MESSAGES is not None:
+        _MESSAGES.put(("start", task.index, os.getpid()))
+        if os.environ.get(FAULT_ENV) == f"exit-at-shard:{task.index}":
+            _MESSAGES.close()
+            _MESSAGES.join_thread()  # flush, then die like an OOM-killed process
+            os.kill(os.getpid(), signal.SIGKILL)
     arrays = _PIPELINE.render(task.start, task.count, _PROGRESS)
     attrs = {"source": "synthetic", "config": job.config.to_json(), "hand_model": _PIPELINE.identity,
              "seed": job.seed, "command": job.command, "first_sample": task.start}
@@ -254,24 +279,93 @@ def _run_in_process(job: GenerationJob, todo: list[ShardTask], advance) -> None:
 
 
 def _run_in_pool(job: GenerationJob, todo: list[ShardTask], advance, workers: int, lp_threads: int) -> None:
+    """Render ``todo`` in ``workers`` spawned processes, forwarding their progress to ``advance``.
+
+    A worker that dies (killed, segfault, out of memory) or whose start-up fails breaks the
+    pool (:class:`BrokenProcessPool`); the run then stops at once with a :class:`SynthError`
+    naming the shards in progress. Shards already written are complete and recorded, so a
+    rerun of the same command resumes.
+    """
     context = multiprocessing.get_context("spawn")  # no GL state or threads inherited through fork
-    progress = context.Queue()
-    with _single_threaded_libraries(), context.Pool(workers, initializer=_init_worker,
-                                                      initargs=(job, progress, lp_threads)) as pool:
-        results = [pool.apply_async(_render_and_write, (job, task)) for task in todo]
-        while not all(r.ready() for r in results):
-            try:
-                advance(progress.get(timeout=0.2))
-            except queue.Empty:
-                pass
-            for r in results:
-                if r.ready() and not r.successful():
-                    pool.terminate()
-                    r.get()  # re-raises the worker's error
-        while not progress.empty():
-            advance(progress.get_nowait())
-        for r in results:
-            r.get()
+    messages = context.Queue()  # ints: samples done; ("start", shard, pid) / ("init-error", text)
+    started: dict[int, int] = {}  # shard → pid of the worker rendering it
+    finished: set[int] = set()
+    startup_errors: list[str] = []
+
+    def drain(timeout: float) -> None:
+        try:
+            message = messages.get(timeout=timeout)
+            while True:
+                if isinstance(message, int):
+                    advance(message)
+                elif message[0] == "start":
+                    started[message[1]] = message[2]
+                else:
+                    startup_errors.append(message[1])
+                message = messages.get_nowait()
+        except queue.Empty:
+            pass
+
+    with _single_threaded_libraries():
+        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                       initargs=(job, messages, lp_threads))
+    try:
+        futures = {executor.submit(_render_and_write, job, task): task for task in todo}
+        processes = list((getattr(executor, "_processes", None) or {}).values())  # spawned by the first submit
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain(0.0)
+            for future in done:
+                try:
+                    future.result()
+                except BrokenProcessPool:
+                    drain(0.5)  # collect a failed start-up's message, if it sent one
+                    raise _worker_died(job, processes, started, finished, startup_errors) from None
+                finished.add(futures[future].index)
+        drain(0.5)
+    except BaseException:
+        _stop_workers(executor)
+        raise
+    executor.shutdown(wait=True)
+    while True:  # progress still queued once all workers are done
+        try:
+            message = messages.get_nowait()
+        except queue.Empty:
+            break
+        if isinstance(message, int):
+            advance(message)
+
+
+def _worker_died(job: GenerationJob, processes: list, started: dict[int, int], finished: set[int],
+                 startup_errors: list[str]) -> SynthError:
+    """The error for a broken pool, naming the shard(s) whose worker died (the pool
+    terminates the other workers itself, with SIGTERM)."""
+    if startup_errors:
+        return SynthError(f"{job.out}: a worker process failed to start: {startup_errors[0]}")
+    for process in processes:
+        process.join(timeout=2)
+    dead = {p.pid for p in processes if p.exitcode not in (None, 0, -signal.SIGTERM)}
+    in_progress = sorted(k for k in started if k not in finished)
+    in_progress = [k for k in in_progress if started[k] in dead] or in_progress
+    names = ", ".join(shard_name(k) for k in in_progress[:4]) + (" …" if len(in_progress) > 4 else "")
+    names = names or "a shard"  # it died before reporting which
+    return SynthError(f"{job.out}: worker process died while rendering {names}; "
+                      "rerun the same command to resume")
+
+
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Cancel queued shards and end the workers now (a shard in progress is redone on resume)."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())  # taken before shutdown clears it
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
 
 
 @contextlib.contextmanager

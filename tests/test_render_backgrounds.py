@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render.backgrounds import FAMILIES, BackgroundError, FolderBackgrounds, ProceduralBackgrounds
+from render.backgrounds import (FAMILIES, BackgroundBank, BackgroundError, FolderBackgrounds, ProceduralBackgrounds,
+                                background_source)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -54,3 +55,29 @@ def test_folder_errors_name_the_folder_or_file(tmp_path):
     source = FolderBackgrounds(tmp_path)
     with pytest.raises(BackgroundError, match="broken.png: not a readable image"):
         source.sample(np.random.default_rng(0), 16)
+
+
+def test_background_bank_is_the_same_in_every_worker_and_varies_per_sample():
+    # Two banks built from the same seed (two workers) give identical samples for one generator.
+    bank, other_worker = BackgroundBank(seed=5, size=64, per_family=3), BackgroundBank(seed=5, size=64, per_family=3)
+    for index in range(6):
+        image = bank.sample(np.random.default_rng([5, index]), 64)
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        assert np.array_equal(image, other_worker.sample(np.random.default_rng([5, index]), 64))
+        assert image.astype(float).std() > 8  # textured, not flat
+    # Another seed gives another bank; the bank is built from the seed alone.
+    reseeded = BackgroundBank(seed=6, size=64, per_family=3)
+    assert any(not np.array_equal(a, b) for a, b in zip(bank.textures["noise"], reseeded.textures["noise"]))
+    # Per sample: one texture under different crops/flips/rotations/colours gives different images.
+    single = BackgroundBank(seed=5, size=64, per_family=1, families=("stripes",))
+    images = [single.sample(np.random.default_rng([0, i]), 64) for i in range(8)]
+    assert len({image.tobytes() for image in images}) == 8
+    means = np.array([image.reshape(-1, 3).mean(0) for image in images])
+    assert means.std(0).min() > 5  # the colour change moves every channel's mean
+
+
+def test_background_source_picks_the_bank_only_for_procedural_backgrounds(tmp_path):
+    assert isinstance(background_source(None, bank=2, seed=1, size=32), BackgroundBank)
+    assert isinstance(background_source(None, bank=0), ProceduralBackgrounds)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    assert isinstance(background_source(tmp_path, bank=2), FolderBackgrounds)

@@ -19,7 +19,7 @@ from datasets.geometry import project
 from datasets.joints import MANO21
 from datasets.shard_format import list_shards, read_manifest
 from render.sampling import SynthConfig
-from render.synth import GenerationJob, SynthError, generate, parse_shard_ranges
+from render.synth import FAULT_ENV, GenerationJob, SynthError, generate, parse_shard_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, NUM, SHARD, SEED = 64, 7, 3, 11
@@ -152,6 +152,31 @@ def test_a_killed_process_resumes_to_the_same_dataset(tmp_path):
     assert not list((tmp_path / "killed").glob(".shard-*.tmp-*"))  # the killed run's partial file is gone
     _generate(tmp_path / "straight", num=45)
     _assert_same_dataset(tmp_path / "straight", tmp_path / "killed")
+
+
+def test_a_dead_worker_ends_the_run_promptly_and_a_rerun_completes_it(reference, tmp_path, monkeypatch):
+    # The worker that starts shard 1 SIGKILLs itself (like the OOM killer): the run must stop
+    # with a clear error instead of waiting forever for that shard.
+    monkeypatch.setenv(FAULT_ENV, "exit-at-shard:1")
+    started = time.monotonic()
+    with pytest.raises(SynthError, match="worker process died while rendering shard-000001.h5; rerun"):
+        _generate(tmp_path, workers=2)
+    assert time.monotonic() - started < 60  # worker start-up (imports, GL) included; it used to hang
+    for path in list_shards(tmp_path):  # whatever was written is complete and recorded
+        assert path.name in read_manifest(tmp_path)["shards"]
+    monkeypatch.delenv(FAULT_ENV)
+    logs: list[str] = []
+    _generate(tmp_path, logs, workers=2)
+    _assert_same_dataset(reference, tmp_path)
+
+
+def test_a_failing_worker_start_up_ends_the_run_with_its_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "fail-init")
+    started = time.monotonic()
+    with pytest.raises(SynthError, match="worker process failed to start: RuntimeError: start-up failure"):
+        _generate(tmp_path, workers=2)
+    assert time.monotonic() - started < 60
+    assert list_shards(tmp_path) == []
 
 
 def test_truncated_and_corrupted_shards_are_detected_and_redone(reference, tmp_path):
