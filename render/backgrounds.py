@@ -304,10 +304,12 @@ class FolderBackgrounds:
 
 
 def background_source(folder: str | Path | None, crop_range: tuple[float, float] = (0.3, 1.0),
-                      bank: int = 0, seed: int = 0, size: int = 256):
+                      bank: int = 0, seed: int = 0, size: int = 256, families: tuple[str, ...] = tuple(FAMILIES)):
     """The user's image folder if given; else a :class:`BackgroundBank` of ``bank`` textures
-    per family (built from ``seed`` for images of ``size``), or with ``bank=0`` the
-    procedural generator drawing every image afresh."""
+    per family of ``families`` (built from ``seed`` for images of ``size``), or with
+    ``bank=0`` the procedural generator drawing every image afresh."""
     if folder is not None:
         return FolderBackgrounds(folder, crop_range)
-    return BackgroundBank(seed, size, bank) if bank > 0 else ProceduralBackgrounds()
+    if bank > 0:
+        return BackgroundBank(seed, size, bank, families=tuple(families))
+    return ProceduralBackgrounds(tuple(families))

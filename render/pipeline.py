@@ -62,7 +62,7 @@ class SamplePipeline:
         if cfg.skin_texture is not None:
             self.base_colours = texture_colours(_read_texture(cfg.skin_texture), self.template)
         self.backgrounds = background_source(cfg.backgrounds, cfg.background_crop_range, cfg.background_bank,
-                                             self.seed, cfg.image_size)
+                                             self.seed, cfg.image_size, cfg.background_families)
         self.K = cfg.intrinsics()
         self.renderer = HandRenderer(cfg.image_size, cfg.image_size, self.hand_model.faces,
                                      self.hand_model.num_vertices)

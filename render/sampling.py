@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from render.backgrounds import FAMILIES
+
 #: Skin base colours (linear-ish RGB in [0, 1]) from very light to very dark, chosen for this toolkit.
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.96, 0.80, 0.69),
@@ -76,6 +78,9 @@ class SynthConfig:
     #: and colour change of one of them, see ``render.backgrounds.BackgroundBank``); 0 draws
     #: every background afresh (slower).
     background_bank: int = 128
+    #: procedural background families to draw from (``render.backgrounds.FAMILIES``); a subset
+    #: gives a domain-shifted set (e.g. source ``["noise", "gradient"]``, target ``["stripes"]``).
+    background_families: tuple[str, ...] = tuple(FAMILIES)
     #: background crops cover this fraction range of the source image's shorter side.
     background_crop_range: tuple[float, float] = (0.3, 1.0)
     #: a joint is visible if the rendered surface at its pixel is at most this far in front of it.
@@ -89,6 +94,11 @@ class SynthConfig:
                 raise ValueError(f"SynthConfig.{name} should be (low, high) with low <= high, found {value}")
             setattr(self, name, value)
         self.skin_tones = tuple(tuple(float(c) for c in tone) for tone in self.skin_tones)
+        self.background_families = tuple(str(f) for f in self.background_families)
+        unknown = [f for f in self.background_families if f not in FAMILIES]
+        if unknown or not self.background_families:
+            raise ValueError(f"SynthConfig.background_families should be a non-empty subset of {list(FAMILIES)}, "
+                             f"found {list(self.background_families)}")
         if self.background_bank < 0:
             raise ValueError(f"SynthConfig.background_bank should be >= 0 (0 = no bank), found {self.background_bank}")
         if self.image_size < 16:

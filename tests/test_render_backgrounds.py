@@ -81,3 +81,15 @@ def test_background_source_picks_the_bank_only_for_procedural_backgrounds(tmp_pa
     assert isinstance(background_source(None, bank=0), ProceduralBackgrounds)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     assert isinstance(background_source(tmp_path, bank=2), FolderBackgrounds)
+
+
+def test_config_selects_background_families_for_a_domain_shift():
+    from render.sampling import SynthConfig
+
+    cfg = SynthConfig.from_dict({"background_families": ["stripes", "shapes"]})
+    bank = background_source(None, bank=2, seed=0, size=32, families=cfg.background_families)
+    assert bank.families == ("stripes", "shapes")
+    assert set(bank.textures) == {"stripes", "shapes"}
+    assert background_source(None, families=("noise",)).families == ("noise",)
+    with pytest.raises(ValueError, match="background_families should be a non-empty subset"):
+        SynthConfig.from_dict({"background_families": ["plaid"]})
