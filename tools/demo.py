@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The README's demo: render a small source set (with depth) and a domain-shifted target set, train
-teacher -> student -> distillation with the meta-learned prior -> target students with and without
-the prior, evaluate, and write <out>/report.md (metrics table, PCK plot, prediction grid).
-Toy scale on CPU (about ten minutes on 2 cores); rerunning resumes where it stopped.
+teacher -> student -> distillation with the meta-learned prior -> target students with the prior,
+without a regulariser and with plain l2, evaluate, and write <out>/report.md (metrics table, PCK plot, prediction grid).
+Toy scale on CPU (7 minutes on 2 shared cores, see docs/demo_report.md); rerunning resumes where it stopped.
 
 Example:
     python tools/demo.py --out demo_output
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         settings = DemoSettings(seed=args.seed, source_train=64, source_test=32, target_train=64, target_test=32,
                                 width=8, image_size=32, teacher_epochs=2, student_epochs=2, distill_epochs=1,
-                                target_epochs=2, data_workers=0)
+                                target_epochs=2, data_workers=0, prior_beta=1.0)
     report = run_demo(args.out, settings)
     print(f"report: {report}")
     return 0
