@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     toolkit_before = bare_loop("toolkit", mesh, args.size, args.workers, args.seconds)
     print(f"bare toolkit renderer (before the pipeline): {toolkit_before:.1f} frames/s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        shard_size = max(1, args.num // (4 * args.workers))
+        shard_size = max(1, min(1000, args.num // (4 * args.workers)))  # the tool's default shard size at most
         job = GenerationJob(out=Path(tmp), num=args.num, seed=0, shard_size=shard_size, workers=args.workers,
                             config=SynthConfig(image_size=args.size), command="bench_render")
         timeline: list[tuple[float, int]] = []
