@@ -17,7 +17,6 @@ import datetime
 import fcntl
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
+from datasets.atomic import atomic_write, write_text_atomic
 from datasets.errors import DatasetError
 from datasets.joints import MANO21
 
@@ -123,8 +123,7 @@ def write_shard(
     final = directory / shard_name(index)
     n = _check_arrays(arrays, str(final))
     compression = dict(DEFAULT_COMPRESSION if compression is None else compression)
-    temporary = directory / f".{final.name}.tmp-{os.getpid()}"
-    try:
+    with atomic_write(final) as temporary:
         with h5py.File(temporary, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["joint_layout"] = "mano21"
@@ -138,17 +137,9 @@ def write_shard(
                     f.create_dataset(key, data=value, chunks=(1,) + value.shape[1:], **compression)
                 else:
                     f.create_dataset(key, data=value)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        read_back = open_shard(temporary)
-        read_back.close()
+        open_shard(temporary).close()  # read back and validate before the rename
         entry = {"name": final.name, "num_samples": int(n), "sha256": file_sha256(temporary),
                  "bytes": temporary.stat().st_size}
-        os.replace(temporary, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
     return entry
 
 
@@ -230,7 +221,5 @@ def record_shards(directory: str | Path, entries: list[dict[str, Any]], **fields
         manifest["shards"] = dict(sorted(manifest["shards"].items()))
         manifest["num_samples"] = sum(e["num_samples"] for e in manifest["shards"].values())
         manifest["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        temporary = directory / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
-        temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(temporary, directory / MANIFEST_NAME)
+        write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return manifest

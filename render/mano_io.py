@@ -20,13 +20,13 @@ deterministically (sorted keys, fixed zip timestamps).
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from datasets.atomic import atomic_write
 from datasets.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, restricted_load
 
 
@@ -196,9 +196,7 @@ def save_mano_npz(path: str | Path, data: Mapping[str, np.ndarray]) -> Path:
     """
     path = Path(path)
     validate_mano(data, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_write(path) as temporary:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
             for key in sorted(data):
                 buffer = io.BytesIO()
@@ -207,10 +205,6 @@ def save_mano_npz(path: str | Path, data: Mapping[str, np.ndarray]) -> Path:
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_DATE)
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, buffer.getvalue())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
     return path
 
 

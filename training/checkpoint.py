@@ -17,8 +17,6 @@ network from the file alone).
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import random
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+
+from datasets.atomic import atomic_write
 
 FORMAT = "hand-kap-checkpoint"
 VERSION = 1
@@ -75,18 +75,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same directory, fsync, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
+    with atomic_write(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(obj, handle)
     return path
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from datasets.atomic import write_text_atomic
 
 PHASES = ("teacher", "student", "distill", "target")
 REGULARIZERS = ("none", "prior", "prior_l1", "l1", "l2")
@@ -324,11 +325,7 @@ def save_config(cfg: TrainConfig, run_dir: str | Path, extra: Optional[dict[str,
     values = config_to_dict(cfg)
     if extra:
         values["_provenance"] = extra
-    final = run_dir / "config.yaml"
-    temporary = run_dir / f".config.yaml.tmp-{os.getpid()}"
-    temporary.write_text(yaml.safe_dump(values, sort_keys=False))
-    os.replace(temporary, final)
-    return final
+    return write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(values, sort_keys=False))
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

@@ -9,7 +9,6 @@ evaluated (cropped) image with its intrinsics.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from datasets.atomic import atomic_write, write_text_atomic
 from datasets.geometry import project
 from datasets.joints import BONE_INDICES
 from training.checkpoint import load_checkpoint, load_model_weights
@@ -101,11 +101,9 @@ def _save_figure(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(temporary)
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
-    os.replace(temporary, path)
     return path
 
 
@@ -126,9 +124,7 @@ def evaluate_model(model: torch.nn.Module, info: Mapping, data: Sequence[str | P
                     "protocol": "prediction de-normalised with the ground-truth root (wrist) and scale "
                                 "(middle MCP-PIP bone); errors in mm",
                     "model": {k: v for k, v in info.items() if k != "input_normalization"}})
-    temporary = out_dir / f".metrics.json.tmp-{os.getpid()}"
-    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(temporary, out_dir / "metrics.json")
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     plot_pck({label: metrics}, out_dir / "pck.png")
     plot_predictions(predictions, out_dir / "predictions.png")
     return metrics

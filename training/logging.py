@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Mapping
+
+from datasets.atomic import atomic_write
 
 CSV_FIELDS = ("step", "epoch", "name", "value")
 
@@ -34,12 +35,10 @@ class RunLogger:
             return
         with open(self.csv_path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        temporary = self.csv_path.with_name(f".log.csv.tmp-{os.getpid()}")
-        with open(temporary, "w", newline="") as f:
+        with atomic_write(self.csv_path) as temporary, open(temporary, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(temporary, self.csv_path)
 
     def log(self, step: int, epoch: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:

@@ -13,11 +13,12 @@ File format (``torch.save`` of plain containers, read back with ``weights_only=T
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+from datasets.atomic import atomic_write
 
 FORMAT = "cmkg-prior"
 VERSION = 1
@@ -48,19 +49,8 @@ def save_prior(path: str | os.PathLike, phi: Mapping[str, torch.Tensor], model_a
         "shapes": {n: list(t.shape) for n, t in phi.items()},
         "phi": {n: t.detach().cpu().clone() for n, t in phi.items()},
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".prior-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def read_prior(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
