@@ -32,7 +32,7 @@ from datasets.atomic import write_text_atomic
 
 PHASES = ("teacher", "student", "distill", "target")
 REGULARIZERS = ("none", "prior", "prior_l1", "l1", "l2")
-META_ALGORITHMS = ("efficient", "exact")
+META_ALGORITHMS = ("efficient", "exact", "first_order")
 
 
 class ConfigError(ValueError):
