@@ -14,17 +14,30 @@ Rules a user relies on:
   as a string);
 - an unknown key, in the file or on the command line, is rejected with the closest valid
   names (:func:`difflib.get_close_matches`);
+- invalid values are rejected when the config is loaded, with one line naming the key
+  (:data:`VALUE_RULES`, :data:`PHASE_RULES`: one row per rule);
 - the resolved configuration is written to ``<run dir>/config.yaml`` (:func:`save_config`)
-  and can be loaded back unchanged.
+  and can be loaded back unchanged, by :func:`load_run_config` or as a ``--config`` file
+  (``python tools/train.py --config RUN/config.yaml out=NEW`` reproduces RUN).
+
+Adding a field is one line in its dataclass (plus, if some values are nonsense, one row
+in :data:`VALUE_RULES`).
+
+Why not OmegaConf structured configs: OmegaConf 2.3 converts where this module refuses
+(``data.augment=3`` becomes ``True``, ``model.arch=true`` becomes ``'True'``), its errors
+span four lines and a single string is not accepted for a list; wrapping it to keep those
+promises would cost as many lines as the plain coercion below.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -33,6 +46,17 @@ from datasets.atomic import write_text_atomic
 PHASES = ("teacher", "student", "distill", "target")
 REGULARIZERS = ("none", "prior", "prior_l1", "l1", "l2")
 META_ALGORITHMS = ("efficient", "exact", "first_order")
+PRIOR_FORMS = ("l2", "l1")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+#: PCK/AUC threshold range of the end-of-run validation: from the data's source (STB 20-50 mm,
+#: others 0-50 mm) or forced (training.metrics.PCK_RANGES).
+VAL_PROTOCOLS = ("auto", "rhd", "stb")
+#: Keys that cannot change a run's weights or metrics: a run directory may be resumed with
+#: other values of these (``training.run_directory``).
+RESULT_NEUTRAL_KEYS = ("out", "progress", "data.workers", "device", "threads", "log_every", "checkpoint_every",
+                       "resume", "overwrite")
 
 
 class ConfigError(ValueError):
@@ -48,6 +72,8 @@ class DataConfig:
     image_size: int = 256  # hand-centred crop size (paper: 256×256)
     augment: bool = True  # rotation / scale / colour augmentation on the training set
     workers: int = 4  # DataLoader worker processes per training process
+    allow_eval_split: bool = False  # allow data.train to name an evaluation/test split (refused otherwise)
+    val_protocol: str = "auto"  # AUC range of the data.val evaluation: auto (from the data's source) | rhd | stb
 
 
 @dataclass
@@ -121,6 +147,7 @@ class TrainConfig:
     log_every: int = 10  # steps between logged scalars
     checkpoint_every: int = 200  # steps between checkpoints (one is also written every epoch)
     resume: bool = True  # continue from <out>/checkpoints/last.pt when it exists
+    overwrite: bool = False  # out holds a run with another config: delete its outputs and start afresh
     progress: bool = True  # tqdm progress bars on rank 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -135,107 +162,138 @@ class TrainConfig:
         return "depth" if self.phase == "teacher" else "rgb"
 
 
+# --------------------------------------------------------------------------- checks, one row per rule
+
+
+def _archs() -> list[str]:
+    from models import known_models
+
+    return known_models()
+
+
+#: ``(key, accepts(value), what is expected)``: checked when a config is loaded.
+VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("phase", lambda v: v in PHASES, f"one of {PHASES}"),
+    ("seed", lambda v: v >= 0, ">= 0"),
+    ("device", lambda v: v in DEVICES, f"one of {DEVICES}"),
+    ("threads", lambda v: v >= 0, ">= 0 (0 = PyTorch's default)"),
+    ("log_every", lambda v: v > 0, "> 0"),
+    ("checkpoint_every", lambda v: v > 0, "> 0"),
+    ("data.image_size", lambda v: v >= 16, ">= 16"),
+    ("data.workers", lambda v: v >= 0, ">= 0"),
+    ("data.val_protocol", lambda v: v in VAL_PROTOCOLS, f"one of {VAL_PROTOCOLS}"),
+    ("model.arch", lambda v: v in _archs(), "a model name of models.known_models()"),
+    ("model.width", lambda v: v > 0, "> 0"),
+    ("optim.optimizer", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+    ("optim.lr", lambda v: v > 0, "> 0"),
+    ("optim.batch_size", lambda v: v > 0, "> 0"),
+    ("optim.epochs", lambda v: v > 0, "> 0"),
+    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
+    ("optim.max_steps", lambda v: v >= 0, ">= 0 (0 = run all epochs)"),
+    ("distill.lambda_att", lambda v: v >= 0, ">= 0"),
+    ("prior.algorithm", lambda v: v in META_ALGORITHMS, f"one of {META_ALGORITHMS}"),
+    ("prior.form", lambda v: v in PRIOR_FORMS, f"one of {PRIOR_FORMS}"),
+    ("prior.beta", lambda v: v > 0, "> 0 (the SGD step of phi)"),
+    ("prior.alpha", lambda v: v >= 0, ">= 0 (0 = optim.lr)"),
+    ("prior.inner_steps", lambda v: v >= 1, ">= 1"),
+    ("regularizer.kind", lambda v: v in REGULARIZERS, f"one of {REGULARIZERS}"),
+    ("regularizer.sigma", lambda v: v >= 0, ">= 0"),
+]
+
+#: ``(applies(cfg), holds(cfg), message)``: what each phase requires of the other keys.
+PHASE_RULES: list[tuple[Callable[[TrainConfig], bool], Callable[[TrainConfig], bool], str]] = [
+    (lambda c: True, lambda c: bool(c.data.train), "data.train should list at least one shard directory"),
+    (lambda c: c.phase == "distill", lambda c: bool(c.distill.teacher),
+     "phase distill needs distill.teacher (the teacher run's checkpoint)"),
+    (lambda c: c.prior.learn, lambda c: c.phase == "distill", "prior.learn is only meaningful in phase distill"),
+    (lambda c: c.phase == "target" and c.regularizer.kind.startswith("prior"), lambda c: bool(c.regularizer.prior),
+     "regularizer.kind={kind} needs regularizer.prior (a prior.pt file)"),
+    (lambda c: c.phase == "target" and c.regularizer.kind in ("l1", "l2"), lambda c: c.regularizer.sigma > 0,
+     "regularizer.kind={kind} needs regularizer.sigma > 0"),
+    (lambda c: c.phase != "target", lambda c: c.regularizer.kind == "none",
+     "regularizer.kind is used by phase target only (phase is {phase})"),
+]
+
+
+def get_key(cfg: Any, key: str) -> Any:
+    """The value of a dotted key (``get_key(cfg, "optim.lr")``)."""
+    return functools.reduce(getattr, key.split("."), cfg)
+
+
+def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
+    """Apply :data:`VALUE_RULES` and :data:`PHASE_RULES`; the first broken one is a :class:`ConfigError`."""
+    for key, accepts, expected in VALUE_RULES:
+        value = get_key(cfg, key)
+        if not accepts(value):
+            raise ConfigError(f"{where}: {key} should be {expected}, found {value!r}")
+    for applies, holds, message in PHASE_RULES:
+        if applies(cfg) and not holds(cfg):
+            raise ConfigError(f"{where}: " + message.format(kind=cfg.regularizer.kind, phase=cfg.phase))
+    return cfg
+
+
 # --------------------------------------------------------------------------- building
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def valid_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
     """All dotted keys of a config class (``optim.lr``, ``data.train``, …)."""
     keys = []
-    for f in dataclasses.fields(cls):
-        kind = _hints(cls)[f.name]
-        if dataclasses.is_dataclass(kind):
-            keys.extend(valid_keys(kind, f"{prefix}{f.name}."))
-        else:
-            keys.append(f"{prefix}{f.name}")
+    for name, kind in typing.get_type_hints(cls).items():
+        keys += valid_keys(kind, f"{prefix}{name}.") if dataclasses.is_dataclass(kind) else [f"{prefix}{name}"]
     return keys
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:
+    """The error for an unknown key, with the closest valid names (whole key, then its last part alone)."""
     candidates = valid_keys()
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
-    # also compare the last part alone (a right name under the wrong section, or none)
-    leaf = key.rsplit(".", 1)[-1]
-    by_leaf: dict[str, list[str]] = {}
-    for candidate in candidates:
-        by_leaf.setdefault(candidate.rsplit(".", 1)[-1], []).append(candidate)
-    for match in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.6):
-        close += [c for c in by_leaf[match] if c not in close]
-    close = close[:4]
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    leaves = {c.rsplit(".", 1)[-1] for c in candidates}
+    for leaf in difflib.get_close_matches(key.rsplit(".", 1)[-1], leaves, n=3, cutoff=0.6):
+        close += [c for c in candidates if c.rsplit(".", 1)[-1] == leaf and c not in close]
+    hint = f"; did you mean {', '.join(repr(c) for c in close[:4])}?" if close else ""
     return ConfigError(f"{where}: unknown config key '{key}'{hint}")
 
 
 def _coerce(value: Any, kind: Any, key: str, where: str) -> Any:
-    """Check ``value`` against the annotated type ``kind`` (int, float, bool, str, list[str], Optional)."""
-    origin = typing.get_origin(kind)
-    if origin is typing.Union:  # Optional[X]
+    """Check ``value`` against the annotated type (int, float, bool, str, list[str], Optional[X])."""
+    if typing.get_origin(kind) is typing.Union:  # Optional[X]
         if value is None:
             return None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        origin = typing.get_origin(kind)
-    problem = f"{where}: '{key}' expects {getattr(kind, '__name__', kind)}, found {value!r}"
-    if origin is list:
+    if typing.get_origin(kind) is list:
         if isinstance(value, (str, Path)):
             value = [value]  # a single shard directory is a list of one
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(problem)
-        (item,) = typing.get_args(kind)
-        return [_coerce(v, item, key, where) for v in value]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(problem)
-    if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(problem)
-    if kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(problem)
-    if kind is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(problem)
-    raise ConfigError(f"{where}: '{key}' has an unsupported type {kind}")  # pragma: no cover
+            raise ConfigError(f"{where}: '{key}' expects a list, found {value!r}")
+        return [_coerce(v, typing.get_args(kind)[0], key, where) for v in value]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            value, number = float(value), True
+        except ValueError:
+            pass
+    accepted = {bool: isinstance(value, bool), int: number and isinstance(value, int),
+                float: number and math.isfinite(value), str: number or isinstance(value, str)}[kind]
+    if not accepted:
+        expected = "a finite float" if kind is float else kind.__name__
+        raise ConfigError(f"{where}: '{key}' expects {expected}, found {value!r}")
+    return kind(value)
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str, where: str) -> Any:
+def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: section '{prefix.rstrip('.') or '<top>'}' should be a mapping, found {values!r}")
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in names:
-            raise _unknown_key(f"{prefix}{key}", where)
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
+        if name not in hints:
+            raise _unknown_key(f"{prefix}{name}", where)
         kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[name] = _build(kind, value or {}, f"{prefix}{name}.", where)
-        else:
-            kwargs[name] = _coerce(value, kind, f"{prefix}{name}", where)
+        nested = dataclasses.is_dataclass(kind)
+        kwargs[name] = _build(kind, value or {}, f"{prefix}{name}.", where) if nested else \
+            _coerce(value, kind, f"{prefix}{name}", where)
     return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -248,66 +306,47 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"command line: value of '{key}' is not valid YAML: {exc}") from exc
+            problem = str(exc).replace("\n", " ")
+            raise ConfigError(f"command line: value of '{key}' is not valid YAML: {problem}") from None
         parsed.append((key.strip(), value))
     return parsed
 
 
-def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
-    """Cross-field checks: choices, positivity and what each phase requires."""
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"{where}: {message}")
-
-    need(cfg.phase in PHASES, f"phase should be one of {PHASES}, found {cfg.phase!r}")
-    need(cfg.device in ("auto", "cpu", "cuda"), f"device should be auto, cpu or cuda, found {cfg.device!r}")
-    need(cfg.optim.optimizer in ("adam", "sgd"), f"optim.optimizer should be adam or sgd, found {cfg.optim.optimizer!r}")
-    need(cfg.optim.schedule in ("constant", "cosine"), f"optim.schedule should be constant or cosine, found {cfg.optim.schedule!r}")
-    need(cfg.optim.lr > 0 and cfg.optim.batch_size > 0 and cfg.optim.epochs > 0,
-         "optim.lr, optim.batch_size and optim.epochs must be positive")
-    need(cfg.data.image_size >= 16, f"data.image_size should be at least 16, found {cfg.data.image_size}")
-    need(cfg.data.workers >= 0 and cfg.threads >= 0, "data.workers and threads must be >= 0")
-    need(cfg.log_every > 0 and cfg.checkpoint_every > 0, "log_every and checkpoint_every must be positive")
-    need(bool(cfg.data.train), "data.train should list at least one shard directory")
-    need(cfg.regularizer.kind in REGULARIZERS, f"regularizer.kind should be one of {REGULARIZERS}, found {cfg.regularizer.kind!r}")
-    need(cfg.prior.algorithm in META_ALGORITHMS, f"prior.algorithm should be one of {META_ALGORITHMS}, found {cfg.prior.algorithm!r}")
-    need(cfg.prior.form in ("l1", "l2"), f"prior.form should be 'l1' or 'l2', found {cfg.prior.form!r}")
-    need(cfg.prior.inner_steps >= 1, "prior.inner_steps must be >= 1")
-    if cfg.phase == "distill":
-        need(bool(cfg.distill.teacher), "phase distill needs distill.teacher (the teacher run's checkpoint)")
-    if cfg.prior.learn:
-        need(cfg.phase == "distill", "prior.learn is only meaningful in phase distill")
-    if cfg.phase == "target" and cfg.regularizer.kind.startswith("prior"):
-        need(bool(cfg.regularizer.prior), f"regularizer.kind={cfg.regularizer.kind} needs regularizer.prior (a prior.pt file)")
-    if cfg.phase == "target" and cfg.regularizer.kind in ("l1", "l2"):
-        need(cfg.regularizer.sigma > 0, f"regularizer.kind={cfg.regularizer.kind} needs regularizer.sigma > 0")
-    if cfg.phase != "target":
-        need(cfg.regularizer.kind == "none", f"regularizer.kind is used by phase target only (phase is {cfg.phase})")
-    return cfg
-
-
 def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None, where: str = "config") -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from a nested dict plus ``key=value`` overrides."""
-    tree = dict(values or {})
+    """Build and validate a :class:`TrainConfig` from a nested dict plus ``key=value`` overrides.
+
+    A ``_provenance`` section (written by :func:`save_config`) is ignored, so a run's
+    ``config.yaml`` is a valid config file.
+    """
+    tree = {k: v for k, v in (values or {}).items() if k != "_provenance"}
     for key, value in parse_overrides(list(overrides or [])):
         if key not in valid_keys():
             raise _unknown_key(key, "command line")
-        _set_dotted(tree, key, value)
+        *sections, leaf = key.split(".")
+        node = tree
+        for section in sections:
+            node[section] = node = dict(node.get(section) or {})
+        node[leaf] = value
     return validate(_build(TrainConfig, tree, "", where), where)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a phase YAML file, apply overrides, validate. Errors name the file and the key."""
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file that must hold a mapping; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).replace(chr(10), ' ')}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, found {type(values).__name__}")
-    return config_from_dict(values, overrides, where=str(path))
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a phase YAML file (or a run's ``config.yaml``), apply overrides, validate. Errors name the file and the key."""
+    return config_from_dict(read_yaml_mapping(path), overrides, where=str(path))
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -317,12 +356,12 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 def save_config(cfg: TrainConfig, run_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> Path:
     """Write the resolved config (plus ``extra`` sections, e.g. input normalisation) to ``run_dir/config.yaml`` atomically.
 
-    ``extra`` keys are stored under ``_provenance`` so that :func:`load_config` on the file
-    only needs to drop that section.
+    ``extra`` is stored under ``_provenance``, which loading ignores. ``overwrite`` is a
+    request for this invocation only and is saved as ``false``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    values = config_to_dict(cfg)
+    values = config_to_dict(dataclasses.replace(cfg, overwrite=False))
     if extra:
         values["_provenance"] = extra
     return write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(values, sort_keys=False))
@@ -331,8 +370,4 @@ def save_config(cfg: TrainConfig, run_dir: str | Path, extra: Optional[dict[str,
 def load_run_config(run_dir: str | Path) -> TrainConfig:
     """Read back ``run_dir/config.yaml`` written by :func:`save_config`."""
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path}: run config not found")
-    values = yaml.safe_load(path.read_text()) or {}
-    values.pop("_provenance", None)
-    return config_from_dict(values, where=str(path))
+    return config_from_dict(read_yaml_mapping(path, "run config"), where=str(path))
