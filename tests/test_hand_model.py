@@ -67,7 +67,7 @@ def test_outputs_shapes_dtypes_and_applied_pose(model, data):
     assert out.hand_pose.shape == (5, 45) and out.hand_pose.dtype == np.float32
     np.testing.assert_allclose(out.hand_pose, pose @ data["hands_components"][:10] + data["hands_mean"], atol=1e-6)
     assert model.faces.dtype == np.int32 and model.faces.max() == model.num_vertices - 1
-    assert model.identity == f"open-hand v1 (sha256:{hashlib.sha256(EMBEDDED_MODEL.read_bytes()).hexdigest()[:16]})"
+    assert model.identity == f"open-hand v{int(data['open_hand_version'])} (sha256:{hashlib.sha256(EMBEDDED_MODEL.read_bytes()).hexdigest()[:16]})"
 
 
 @pytest.mark.parametrize("args, name", [
@@ -237,3 +237,47 @@ def test_tips_are_the_distal_surface_points(data, flat_joints):
     assert len(set(tips.tolist())) == 5
     for finger, vid in zip(FINGERS, tips):
         assert np.allclose(flat_joints[MANO21.index(f"{finger}_tip")], data["v_template"][vid], atol=1e-5)
+
+
+def _pose_samples() -> np.ndarray:
+    """The samples the embedded model's pose space is built from."""
+    rng = np.random.default_rng(pose_prior.SEED)
+    return pose_prior.angles_to_pose(build_skeleton(), pose_prior.sample_anatomical_angles(rng, pose_prior.NUM_SAMPLES))
+
+
+def test_covariance_is_independent_of_the_summation_order():
+    """Another CPU's BLAS sums in another order; the exact covariance does not depend on it."""
+    samples = _pose_samples()
+    mean, cov = pose_prior.exact_covariance(samples)
+    permuted = samples[np.random.default_rng(1).permutation(len(samples))]
+    mean_p, cov_p = pose_prior.exact_covariance(permuted)
+    assert mean.tobytes() == mean_p.tobytes() and cov.tobytes() == cov_p.tobytes()
+    # and it is the covariance, up to the snapping of each sample by at most half a quantum
+    bound = 2 * np.abs(samples - samples.mean(axis=0)).max() * pose_prior.SAMPLE_QUANTUM
+    np.testing.assert_allclose(cov, np.cov(samples, rowvar=False), rtol=0, atol=bound)
+    np.testing.assert_allclose(mean, samples.mean(axis=0), rtol=0, atol=pose_prior.SAMPLE_QUANTUM)
+
+
+def test_basis_of_a_degenerate_eigenspace_is_canonical_whatever_lapack_returns():
+    """The pose covariance has a 9-fold eigenvalue (directions the sampler never moves);
+    any rotation of eigh's basis inside it, as another LAPACK may return, gives the same rows."""
+    samples = _pose_samples()
+    _, cov = pose_prior.exact_covariance(samples)
+    cov = cov + pose_prior.ISOTROPIC_VARIANCE * np.eye(45)
+    variances, vectors = np.linalg.eigh(cov)
+    order = np.argsort(variances)[::-1]
+    variances, rows = variances[order], vectors[:, order].T
+    degenerate = np.flatnonzero(np.abs(variances - pose_prior.ISOTROPIC_VARIANCE)
+                                < pose_prior.DEGENERACY_TOLERANCE * variances[0])
+    assert len(degenerate) == 9
+    reference = pose_prior.canonical_eigenvectors(variances, rows)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        rotation, _ = np.linalg.qr(rng.normal(size=(9, 9)))
+        other = rows.copy()
+        other[degenerate] = rotation @ rows[degenerate]
+        other *= rng.choice([-1.0, 1.0], size=(45, 1))  # eigh's signs are arbitrary too
+        np.testing.assert_allclose(pose_prior.canonical_eigenvectors(variances, other), reference, atol=1e-12)
+    # still an orthonormal eigenbasis of the covariance
+    np.testing.assert_allclose(reference @ reference.T, np.eye(45), atol=1e-12)
+    np.testing.assert_allclose(reference @ cov @ reference.T, np.diag(variances), atol=1e-10)

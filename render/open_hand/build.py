@@ -18,11 +18,12 @@ from render.open_hand.skeleton import PARENTS, build_skeleton
 from render.open_hand.surface import build_surface, edges_of
 
 #: Version tag stored in the file (``open_hand_version``) and shown in the hand identity.
-VERSION = 1
+VERSION = 2  # 2: exact covariance and canonical basis of the degenerate pose eigenspace
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(a, dtype=np.float64), 7).astype(np.float32)
+    # + 0.0 turns −0.0 into 0.0, so that a sign of zero never changes the bytes.
+    return (np.round(np.asarray(a, dtype=np.float64), 7) + 0.0).astype(np.float32)
 
 
 def build_open_hand() -> dict[str, np.ndarray]:

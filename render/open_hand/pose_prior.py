@@ -16,6 +16,8 @@ of ±1 is ±κ standard deviations (:data:`COMPONENT_SCALE` = κ).
 """
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from render.open_hand.skeleton import FINGER_ORDER, HandSkeleton
@@ -123,20 +125,76 @@ def hyperextensions(skeleton: HandSkeleton, hand_pose: np.ndarray, margin: float
     return np.any(flex < lo - margin, axis=1)
 
 
+#: Fixed-point resolution (radians) of the pose samples before the covariance is formed.
+SAMPLE_QUANTUM = 2.0 ** -16
+#: Eigenvalues closer than this fraction of the largest are one (degenerate) eigenspace.
+DEGENERACY_TOLERANCE = 1e-9
+
+
+def exact_covariance(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean (d,), covariance (d, d))`` of samples (n, d), identical on every CPU.
+
+    A float ``centred.T @ centred`` goes through BLAS, whose summation order (and so the last
+    bits) depends on the CPU; with eigenvalue gaps of ~5e-7 that is enough to change a
+    rounded eigenvector. Here the samples are snapped to integers ``q`` in units of
+    :data:`SAMPLE_QUANTUM` and the sums are exact integers (int64, order-independent):
+    ``cov = (n·Σqqᵀ − Σq·Σqᵀ) / (n(n − 1))``, combined in Python integers and rounded once per
+    entry when it becomes a float (:class:`fractions.Fraction`).
+    """
+    quantised = np.round(np.asarray(samples, dtype=np.float64) / SAMPLE_QUANTUM).astype(np.int64)
+    n = len(quantised)
+    if n * float(np.abs(quantised).max()) ** 2 >= 2.0 ** 62:
+        raise ValueError(f"exact_covariance: {n} samples of magnitude {np.abs(samples).max():.3g} overflow int64")
+    products = (quantised.T @ quantised).tolist()  # integer matmul: numpy's own exact loop, no BLAS
+    sums = quantised.sum(axis=0).tolist()
+    denominator = n * (n - 1)
+    cov = np.array([[float(Fraction(n * products[i][j] - sums[i] * sums[j], denominator)) for j in range(len(sums))]
+                    for i in range(len(sums))])
+    mean = np.array([float(Fraction(s, n)) for s in sums])
+    return mean * SAMPLE_QUANTUM, cov * SAMPLE_QUANTUM ** 2
+
+
+def canonical_eigenvectors(variances: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Eigenvectors (rows, ordered by decreasing ``variances``) made independent of LAPACK's choices.
+
+    Inside an eigenspace of equal (to :data:`DEGENERACY_TOLERANCE`) eigenvalues any orthonormal
+    basis is an answer, and ``eigh`` picks one that depends on the CPU. The canonical basis of
+    such a block ``V`` (m rows) is the one that also diagonalises the fixed matrix
+    ``D = diag(1, …, d)`` restricted to it: the eigenvectors ``W`` of ``V D Vᵀ`` (m × m, ascending),
+    giving rows ``Wᵀ V`` — unique when those m Rayleigh values differ, which holds for the open
+    hand (its null directions lie in distinct joints' coordinates). Then every row's
+    largest-magnitude entry is made positive (fixes the sign).
+    """
+    vectors = vectors.copy()
+    scale = max(abs(float(variances[0])), 1e-300)
+    start = 0
+    while start < len(variances):
+        stop = start + 1
+        while stop < len(variances) and abs(variances[stop] - variances[start]) <= DEGENERACY_TOLERANCE * scale:
+            stop += 1
+        if stop - start > 1:
+            block = vectors[start:stop]
+            ranking = np.diag(np.arange(1.0, block.shape[1] + 1.0))
+            _, mixing = np.linalg.eigh(block @ ranking @ block.T)
+            vectors[start:stop] = mixing.T @ block
+        start = stop
+    signs = np.sign(vectors[np.arange(len(vectors)), np.argmax(np.abs(vectors), axis=1)])
+    return vectors * signs[:, None]
+
+
 def pca_basis(samples: np.ndarray, scale: float = COMPONENT_SCALE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(hands_mean (45,), hands_components (45, 45), variances (45,))`` of pose samples (n, 45).
 
-    Rows of ``hands_components`` are eigenvectors ordered by decreasing variance, scaled
-    by ``scale·√variance``; each row's largest-magnitude entry is positive (fixes the sign).
+    Rows of ``hands_components`` are eigenvectors of the covariance (plus
+    :data:`ISOTROPIC_VARIANCE`) ordered by decreasing variance, scaled by ``scale·√variance``.
+    The covariance is exact (:func:`exact_covariance`) and the basis canonical
+    (:func:`canonical_eigenvectors`), so a rebuild gives the same file on every CPU.
     """
-    mean = samples.mean(axis=0)
-    centred = samples - mean
-    cov = centred.T @ centred / (len(samples) - 1) + ISOTROPIC_VARIANCE * np.eye(samples.shape[1])
+    mean, cov = exact_covariance(samples)
+    cov = cov + ISOTROPIC_VARIANCE * np.eye(samples.shape[1])
     variances, vectors = np.linalg.eigh(cov)
     order = np.argsort(variances)[::-1]
-    variances, vectors = variances[order], vectors[:, order].T
-    signs = np.sign(vectors[np.arange(len(vectors)), np.argmax(np.abs(vectors), axis=1)])
-    vectors *= signs[:, None]
+    variances, vectors = variances[order], canonical_eigenvectors(variances[order], vectors[:, order].T)
     return mean, vectors * (scale * np.sqrt(variances))[:, None], variances
 
 
