@@ -13,6 +13,7 @@ import scipy.sparse
 
 from datasets.safe_pickle import UnsafePickleError
 from render.hand_model import EMBEDDED_MODEL, HandModel
+from render.open_hand.build import VERSION
 from render.mano_io import ManoFileError, load_mano, load_mano_npz, load_mano_pkl, save_mano_npz
 from tools import convert_mano
 
@@ -103,7 +104,7 @@ def test_hand_model_reads_a_mano_pickle_like_the_npz(tmp_path, embedded):
     np.testing.assert_allclose(from_pkl.vertices, from_npz.vertices, atol=1e-6)
     np.testing.assert_allclose(from_pkl.joints, from_npz.joints, atol=1e-6)
     digest = hashlib.sha256(pkl.read_bytes()).hexdigest()[:16]
-    assert HandModel(pkl).identity == f"open-hand v1 (sha256:{digest})"  # identity names the file actually read
+    assert HandModel(pkl).identity == f"open-hand v{VERSION} (sha256:{digest})"  # identity names the file actually read
 
 
 class _RunsCode:
