@@ -24,9 +24,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from common.progress import Progress
 from datasets.errors import DatasetError
-from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_shards, shard_name,
-                                   write_shard)
+from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_invocation,
+                                   record_shards, shard_name, write_shard)
 
 #: The splits converted when none are given (`method.md` §7).
 DEFAULT_SPLITS = {
@@ -131,8 +132,9 @@ def convert_shard(raw_root: str, out: str, config: ConvertConfig, job: ShardJob)
     reader = _reader(raw_root, config, job.split, _WORKER_READERS)
     samples = [reader[i] for i in range(job.start, job.stop)]
     arrays = samples_to_arrays(samples, f"{config.source} {job.split} at {raw_root}")
+    # Only what determines the samples (the raw root's path and the command line are in the manifest).
     attrs = {"source": config.source, "split": job.split, "config": json.dumps(config.as_json()),
-             "raw_root": str(raw_root), "first_source_index": job.start}
+             "first_source_index": job.start}
     entry = write_shard(out, job.index, arrays, attrs)
     entry["split"] = job.split
     return entry
@@ -179,8 +181,6 @@ def convert(raw_root: str | Path, out: str | Path, config: ConvertConfig, worker
     One conversion per output directory: an interrupted run is resumed by rerunning the
     same command; a different config in the same directory is refused.
     """
-    from tqdm import tqdm
-
     raw_root, out = Path(raw_root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan_shards(raw_root, config)  # first: checks the raw data and the reader options
@@ -188,22 +188,26 @@ def convert(raw_root: str | Path, out: str | Path, config: ConvertConfig, worker
     _check_compatible(out, manifest, config)
     _remove_stale_temporaries(out)
     done = {job.index: entry for job in jobs if (entry := _existing_entry(out, job, config, manifest)) is not None}
-    fields = {"source": config.source, "config": config.as_json(), "command": command, "raw_root": str(raw_root)}
+    fields = {"source": config.source, "config": config.as_json(), "raw_root": str(raw_root)}
     record_shards(out, list(done.values()), **fields)
     todo = [job for job in jobs if job.index not in done]
+    if todo:
+        record_invocation(out, command, workers=workers, shards_to_convert=len(todo))
     total = sum(job.stop - job.start for job in jobs)
-    bar = tqdm(total=total, initial=total - sum(j.stop - j.start for j in todo), unit="sample",
-               desc=f"convert {config.source}", disable=not progress)
-    for entry in _run(todo, str(raw_root), str(out), config, workers):
-        record_shards(out, [entry], **fields)
-        bar.update(entry["num_samples"])
-    bar.close()
+    with Progress(total, f"convert {config.source}", unit="sample", enabled=progress,
+                  initial=total - sum(j.stop - j.start for j in todo)) as bar:
+        for entry in _run(todo, str(raw_root), str(out), config, workers):
+            record_shards(out, [entry], **fields)
+            bar.update(entry["num_samples"])
     return {"shards": len(jobs), "skipped": len(done), "written": len(todo), "samples": total, "out": str(out)}
 
 
 def _worker_init() -> None:
     import torch
 
+    from common.cli import quiet_worker_signals
+
+    quiet_worker_signals()  # Ctrl-C is the parent's to handle; it stops the workers
     torch.set_num_threads(1)
 
 
@@ -214,10 +218,20 @@ def _run(jobs: list[ShardJob], raw_root: str, out: str, config: ConvertConfig, w
             yield convert_shard(raw_root, out, config, job)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs), os.cpu_count() or 1), mp_context=context,
-                             initializer=_worker_init) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs), os.cpu_count() or 1), mp_context=context,
+                               initializer=_worker_init)
+    try:
         pending = {pool.submit(convert_shard, raw_root, out, config, job) for job in jobs}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 yield future.result()
+    except BaseException:  # an error or Ctrl-C: stop now; shards in progress are redone on resume
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()  # workers exit cleanly on SIGTERM, removing their temporary files
+        for process in processes:
+            process.join(timeout=10)
+        raise
+    pool.shutdown(wait=True)

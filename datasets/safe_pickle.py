@@ -51,12 +51,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if key in self._allowed:
             return self._allowed[key]
         raise UnsafePickleError(
-            f"{self._source}: refusing to load global '{module}.{name}' from the pickle; "
-            f"only plain data is accepted (allowed: {sorted(f'{m}.{n}' for m, n in self._allowed)})"
+            f"{self._source}: refusing to load global '{module}.{name}' from the pickle; expected plain data "
+            f"(numpy arrays and {len(self._allowed)} allowed classes such as {_examples(self._allowed)}); "
+            "the file may be tampered with or is not the file you meant"
         )
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self._source}: persistent ids are not accepted in the pickle")
+
+
+def _examples(allowed: Mapping[tuple[str, str], Any], count: int = 3) -> str:
+    names = sorted(f"{m}.{n}" for m, n in allowed if not m.startswith(("numpy", "_codecs", "builtins", "__builtin__")))
+    return ", ".join(names[:count]) or "numpy.ndarray"
 
 
 def restricted_load(
@@ -82,7 +88,8 @@ def _load(file, allowed, source: str) -> Any:
     except UnsafePickleError:
         raise
     except Exception as exc:  # truncated or not a pickle at all
-        raise pickle.UnpicklingError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+        raise pickle.UnpicklingError(f"{source}: not a readable pickle (expected a pickle file, found content "
+                                     f"that fails with {type(exc).__name__}: {exc}; truncated or another format?)") from exc
 
 
 def allow(*entries: tuple[str, str, Callable[..., Any] | type]) -> dict[tuple[str, str], Any]:

@@ -3,9 +3,12 @@
 A dataset is a directory of ``shard-000000.h5`` … plus ``manifest.json``. A shard holds N
 samples as the arrays of :data:`ARRAYS`; it appears under its final name only when
 complete (:func:`write_shard` writes to a temporary name, checks it, then renames). The
-manifest records each shard's sample count and SHA-256 and the generating command and
-config; it is updated under a file lock so several processes or machines can fill one
-directory (:func:`record_shards`).
+manifest records each shard's sample count and SHA-256, the generating config and the
+history of the commands that filled the directory (:func:`record_invocation`; shard files
+never hold a command line, so equal settings give bitwise equal shards). It is updated
+under a file lock so several processes or machines can fill one directory
+(:func:`record_shards`). Readers check every shard against its recorded SHA-256 before
+use (:func:`verify_checksums`).
 
 This module owns the schema; writers (``render``, ``datasets.convert``) and readers
 (``datasets.shards``) go through it.
@@ -17,6 +20,7 @@ import datetime
 import fcntl
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +186,34 @@ def open_shard(path: str | Path, expected_samples: int | None = None) -> h5py.Fi
     return f
 
 
+def verify_checksums(directory: str | Path, names: list[str] | None = None) -> tuple[int, int]:
+    """Check shards of ``directory`` (default: all the manifest lists) against their recorded
+    SHA-256; return ``(shards, bytes)`` checked or raise :class:`ShardError` naming the first
+    bad shard and the manifest. Cost: one sequential read of every byte (docs/integrity.md).
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ShardError(f"{manifest_path}: not found; expected the manifest with each shard's SHA-256 "
+                         "(written by render_synth / convert_dataset) to verify the shards against")
+    listed = read_manifest(directory)["shards"]
+    checked_bytes = 0
+    for name in (sorted(listed) if names is None else names):
+        path = directory / name
+        expected = listed.get(name, {}).get("sha256")
+        if expected is None:
+            raise ShardError(f"{path}: {manifest_path} records no sha256 for this shard; expected one per shard")
+        if not path.is_file():
+            raise ShardError(f"{path}: shard file not found; {manifest_path} lists it")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise ShardError(f"{path}: SHA-256 {actual[:16]}… does not match {expected[:16]}… recorded in "
+                             f"{manifest_path}; the shard is damaged or was changed (rerun the command that made it "
+                             "to redo damaged shards)")
+        checked_bytes += path.stat().st_size
+    return len(listed) if names is None else len(names), checked_bytes
+
+
 # --------------------------------------------------------------------------- manifest
 
 
@@ -201,12 +233,48 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _manifest_lock(directory: Path) -> Iterator[None]:
-    with open(directory / f".{MANIFEST_NAME}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Hold ``.manifest.json.lock`` exclusively; the lock file is removed when released.
+
+    Removing a lock file is safe only if every holder checks, once it has the lock, that the
+    path still names the file it locked (another holder may have removed it meanwhile);
+    otherwise it retries on the new file.
+    """
+    path = directory / f".{MANIFEST_NAME}.lock"
+    while True:
+        lock = open(path, "a")
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(lock.fileno()).st_ino:  # removed by the previous holder: lock the new one
+                continue
+            try:
+                yield
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()  # also releases the lock
+
+
+def record_invocation(directory: str | Path, command: str, **details: Any) -> dict[str, Any]:
+    """Append one run's command line (and ``details``) to the manifest's ``invocations`` list.
+
+    How a run was typed (flag order, ``--workers``, the job-array index) is history, kept in
+    the manifest only: shard files carry only what determines their samples, so the same
+    seed and config give bitwise identical shards whatever the command line.
+    """
+    directory = Path(directory)
+    with _manifest_lock(directory):
+        manifest = read_manifest(directory)
+        manifest["schema_version"] = SCHEMA_VERSION
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        manifest.setdefault("invocations", []).append({"command": command, "time": now, **details})
+        write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def record_shards(directory: str | Path, entries: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:

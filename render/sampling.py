@@ -87,14 +87,15 @@ class SynthConfig:
     visibility_tolerance_m: float = 0.015
 
     def __post_init__(self) -> None:
+        if isinstance(self.background_families, str):  # "noise" or "noise,stripes": names, not letters
+            self.background_families = tuple(f.strip() for f in self.background_families.split(",") if f.strip())
+        for spec in dataclasses.fields(self):
+            setattr(self, spec.name, _checked_value(spec.name, spec.type, getattr(self, spec.name)))
         for name in ("pose_range", "shape_range", "hand_size_range", "light_intensity_range",
                      "ambient_range", "background_crop_range"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 2 or value[0] > value[1]:
-                raise ValueError(f"SynthConfig.{name} should be (low, high) with low <= high, found {value}")
-            setattr(self, name, value)
-        self.skin_tones = tuple(tuple(float(c) for c in tone) for tone in self.skin_tones)
-        self.background_families = tuple(str(f) for f in self.background_families)
+            value = getattr(self, name)
+            if value[0] > value[1]:
+                raise ValueError(f"SynthConfig.{name} should be [low, high] with low <= high, found {list(value)}")
         unknown = [f for f in self.background_families if f not in FAMILIES]
         if unknown or not self.background_families:
             raise ValueError(f"SynthConfig.background_families should be a non-empty subset of {list(FAMILIES)}, "
@@ -133,6 +134,48 @@ class SynthConfig:
                 close = difflib.get_close_matches(key, known, n=3)
                 raise ValueError(f"unknown SynthConfig key {key!r}; did you mean {close or known}?")
         return cls(**values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _numbers(name: str, value: Any, count: int | None, what: str) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or (count is not None and len(value) != count) \
+            or not all(_is_number(v) for v in value):
+        raise ValueError(f"SynthConfig.{name} should be {what}, found {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _checked_value(name: str, annotation: str, value: Any) -> Any:
+    """``value`` of field ``name`` converted to the field's type, or a ValueError naming key, expectation and value."""
+    optional = annotation.endswith("| None")
+    kind = annotation.removesuffix("| None").strip()
+    if value is None and optional:
+        return None
+    if kind == "int":
+        if not _is_number(value) or float(value) != int(value):
+            raise ValueError(f"SynthConfig.{name} should be an integer, found {value!r}")
+        return int(value)
+    if kind == "float":
+        if not _is_number(value):
+            raise ValueError(f"SynthConfig.{name} should be a number{' or null' if optional else ''}, found {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"SynthConfig.{name} should be a string{' or null' if optional else ''}, found {value!r}")
+        return value
+    if kind == "tuple[float, float]":
+        return _numbers(name, value, 2, "[low, high] (two numbers)")
+    if kind == "tuple[str, ...]":
+        if isinstance(value, str) or not hasattr(value, "__iter__") or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"SynthConfig.{name} should be a list of names, found {value!r}")
+        return tuple(value)
+    if kind == "tuple[tuple[float, float, float], ...]":
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ValueError(f"SynthConfig.{name} should be a list of [r, g, b] colours, found {value!r}")
+        return tuple(_numbers(name, tone, 3, "a list of [r, g, b] colours") for tone in value)
+    raise TypeError(f"SynthConfig.{name}: no check for the field type {annotation!r}")  # a new field needs one
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:

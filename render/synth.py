@@ -31,15 +31,15 @@ import os
 import queue
 import shutil
 import signal
-import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_shards, shard_name,
-                                   write_shard)
+from common.progress import Progress
+from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_invocation,
+                                   record_shards, shard_name, write_shard)
 from render.sampling import SynthConfig
 
 #: Bytes per pixel of a stored sample (rgb + depth + mask, lzf): measured ~2.1-2.3 on procedural
@@ -112,7 +112,7 @@ def job_array_shards(shard_index: int, shard_count: int, num_shards: int) -> lis
 def manifest_fields(job: GenerationJob, hand_model: str) -> dict:
     return {"generator": "render_synth", "config": json.loads(job.config.to_json()), "seed": job.seed,
             "num": job.num, "shard_size": job.shard_size, "chunk_size": job.chunk_size, "hand_model": hand_model,
-            "source": "synthetic", "command": job.command}
+            "source": "synthetic"}
 
 
 # --------------------------------------------------------------------------- checks
@@ -136,9 +136,16 @@ def check_output_directory(out: Path, bytes_needed: int) -> None:
 def check_same_dataset(out: Path, fields: dict) -> None:
     """Refuse to add shards to a directory generated with different settings."""
     manifest = read_manifest(out)
-    differing = [k for k in IDENTITY_FIELDS if k in manifest and manifest[k] != fields[k]]
+    def leaves(value, prefix):  # nested settings → {"config.image_size": 128, ...}: name the keys that differ
+        if not isinstance(value, dict):
+            return {prefix: value}
+        return {k: v for key, item in value.items() for k, v in leaves(item, f"{prefix}.{key}").items()}
+
+    existing = {k: v for f in IDENTITY_FIELDS if f in manifest for k, v in leaves(manifest[f], f).items()}
+    requested = {k: v for f in IDENTITY_FIELDS if f in manifest for k, v in leaves(fields[f], f).items()}
+    differing = [k for k in dict.fromkeys([*existing, *requested]) if existing.get(k) != requested.get(k)]
     if differing:
-        details = "; ".join(f"{k}: existing {manifest[k]!r} vs requested {fields[k]!r}" for k in differing)
+        details = "; ".join(f"{k}: existing {existing.get(k)!r} vs requested {requested.get(k)!r}" for k in differing)
         raise SynthError(f"{out}: holds a dataset generated with different settings ({details}); "
                          "use a new --out directory or the original settings")
 
@@ -172,6 +179,10 @@ FAULT_ENV = "RENDER_SYNTH_TEST_FAULT"
 
 def _init_worker(job: GenerationJob, messages, lp_threads: int | None) -> None:
     global _PIPELINE, _PROGRESS, _MESSAGES
+    if messages is not None:  # a pool worker: Ctrl-C is the parent's to handle
+        from common.cli import quiet_worker_signals
+
+        quiet_worker_signals()
     try:
         if lp_threads is not None:  # a spawned worker: llvmpipe threads, set before its GL context exists
             os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
@@ -199,8 +210,9 @@ def _render_and_write(job: GenerationJob, task: ShardTask) -> dict:
             _MESSAGES.join_thread()  # flush, then die like an OOM-killed process
             os.kill(os.getpid(), signal.SIGKILL)
     arrays = _PIPELINE.render(task.start, task.count, _PROGRESS)
+    # Only what determines the samples: the command line lives in the manifest's invocations.
     attrs = {"source": "synthetic", "config": job.config.to_json(), "hand_model": _PIPELINE.identity,
-             "seed": job.seed, "command": job.command, "first_sample": task.start}
+             "seed": job.seed, "first_sample": task.start}
     try:
         entry = write_shard(job.out, task.index, arrays, attrs)
         record_shards(job.out, [entry], **manifest_fields(job, _PIPELINE.identity))
@@ -250,9 +262,9 @@ def generate(job: GenerationJob, progress_bar: bool = True, log: Callable[[str],
         return read_manifest(job.out)
     workers = max(1, min(job.workers, len(todo)))
     lp_threads = max(1, (os.cpu_count() or 1) // workers)
-    from tqdm import tqdm
+    record_invocation(job.out, job.command, workers=workers, shards_to_render=len(todo))
 
-    with tqdm(total=remaining, unit="sample", disable=not progress_bar, file=sys.stderr) as bar:
+    with Progress(remaining, f"render {job.out.name}", unit="sample", enabled=progress_bar) as bar:
 
         def advance(n: int) -> None:
             bar.update(n)
