@@ -36,6 +36,7 @@ from training.data import require_keys, set_transform_epoch, training_loader
 from training.logging import RunLogger
 from training.phases import PHASE_CLASSES, build_network
 from training.prior import save_prior
+from training.run_directory import prepare_run_directory
 
 
 class NonFiniteLossError(RuntimeError):
@@ -103,9 +104,12 @@ def train(cfg: TrainConfig) -> RunResult:
         if cfg.optim.max_steps:
             total_steps = min(total_steps, cfg.optim.max_steps)
 
-        # Step 3: run directory and the resolved config.
+        # Step 3: run directory and the resolved config (one config per run directory:
+        # training.run_directory refuses another one unless overwrite=true).
         run_dir = Path(cfg.out)
         last = run_dir / "checkpoints" / "last.pt"
+        prepare_run_directory(cfg, is_main=ctx.is_main)
+        distributed.barrier(ctx)
         if ctx.is_main:
             save_config(cfg, run_dir, extra={"input_normalization": input_normalization_config(),
                                              "world_size": ctx.world_size})
