@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from datasets import build_dataset
+from datasets.batch_transform import BatchTransform, CompactSamples, DeviceBatches, collate_compact
 from datasets.transforms import evaluation_transform, training_transform
 
 #: Seeds of the transforms of the k-th directory of a mix differ by this stride, so equal
@@ -73,6 +74,20 @@ def shard_datasets(directories: Sequence[str | Path], transform_for: Callable[[i
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
+def batched_datasets(directories: Sequence[str | Path], transform_for: Callable[[int], Callable],
+                     warp_in_worker: bool) -> tuple[Dataset, BatchTransform]:
+    """:func:`shard_datasets` delivering compact samples, and the batch transform that finishes them
+    (:mod:`datasets.batch_transform`); every directory must need the same one."""
+    dataset = shard_datasets(directories, transform_for)
+    parts = [CompactSamples(part, warp_in_worker)
+             for part in (dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset])]
+    finishing = {repr(part.batch_transform) for part in parts}
+    if len(finishing) > 1:
+        raise ValueError(f"{list(map(str, directories))}: the directories' transforms finish differently "
+                         f"({sorted(finishing)}); one batch needs one")
+    return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), parts[0].batch_transform
+
+
 def set_transform_epoch(dataset: Dataset, epoch: int) -> None:
     """Forward ``set_epoch`` to the transform of every part (before the epoch's iterator is created)."""
     parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
@@ -86,7 +101,7 @@ def require_keys(dataset: Dataset, keys: Sequence[str], directories: Sequence[st
     """Fail early, naming the directories, when samples lack a key a phase needs (e.g. depth for the teacher)."""
     parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
     for part, directory in zip(parts, directories):
-        sample = part[0]
+        sample = part.preview() if hasattr(part, "preview") else part[0]  # compact: as the batch delivers it
         missing = [k for k in keys if k not in sample]
         if missing:
             raise ValueError(f"{directory}: samples have no {missing} but {why} needs them "
@@ -103,20 +118,30 @@ def _collate(samples: list[dict]) -> dict:
 
 def training_loader(directories: Sequence[str | Path], *, image_size: int, augment: bool, batch_size: int,
                     seed: int, workers: int, rank: int = 0, world_size: int = 1,
-                    pin_memory: bool = False) -> tuple[DataLoader, ResumableSampler]:
+                    pin_memory: bool = False,
+                    device: torch.device | str | None = None) -> tuple[DeviceBatches, ResumableSampler]:
     """Loader of the training set; ``batch_size`` is per process. Call ``sampler.set_epoch`` and
-    :func:`set_transform_epoch` before each epoch."""
-    dataset = shard_datasets(
-        directories, lambda k: training_transform(size=image_size, augment=augment, seed=seed + _SEED_STRIDE * k))
+    :func:`set_transform_epoch` before each epoch.
+
+    Workers deliver compact batches that the batch transform finishes on ``device``
+    (default: the current CUDA device with ``pin_memory``, else the CPU); on a CPU the
+    workers also warp the images (cheaper there), on a GPU the device does."""
+    device = torch.device(device if device is not None else ("cuda" if pin_memory else "cpu"))
+    dataset, finish = batched_datasets(
+        directories, lambda k: training_transform(size=image_size, augment=augment, seed=seed + _SEED_STRIDE * k),
+        warp_in_worker=device.type != "cuda")
     sampler = ResumableSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        collate_fn=_collate, pin_memory=pin_memory, drop_last=True,
+                        collate_fn=collate_compact, pin_memory=pin_memory, drop_last=True,
                         persistent_workers=False)
-    return loader, sampler
+    return DeviceBatches(loader, finish, device), sampler
 
 
 def evaluation_loader(directories: Sequence[str | Path], *, image_size: int, batch_size: int = 32,
-                      workers: int = 0) -> DataLoader:
-    """Loader over every sample, in order, with the deterministic evaluation transform."""
-    dataset = shard_datasets(directories, lambda k: evaluation_transform(size=image_size))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
+                      workers: int = 0) -> DeviceBatches:
+    """Loader over every sample, in order, with the deterministic evaluation transform (batches on the CPU)."""
+    dataset, finish = batched_datasets(directories, lambda k: evaluation_transform(size=image_size),
+                                       warp_in_worker=True)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_compact)
+    return DeviceBatches(loader, finish, "cpu")

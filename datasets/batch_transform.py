@@ -1,0 +1,326 @@
+"""Batched input pipeline: workers deliver compact arrays and a plan, the training device does the arithmetic.
+
+The per-sample chain (:func:`datasets.transforms.training_transform`) turns every sample
+into five float32 images in the worker (≈ 2.4 MB at 256², most of a worker's time and of
+what it passes to the main process). Here the same chain is split in two:
+
+- in the worker, :class:`CompactSamples` reads the stored arrays (uint8 RGB ``(H, W, 3)``,
+  uint16 depth in mm, float32 joints and ``K``), *plans* the geometric transforms of the
+  dataset's :class:`~datasets.transforms.Compose` — one composed warp ``M`` (source →
+  output pixels), output ``K``, scene rotation ``R`` and colour factors, drawn from
+  ``(seed, epoch, index)`` exactly as the per-sample transforms draw them — and, with
+  ``warp_in_worker``, resamples the images once with OpenCV, staying uint8/uint16
+  (:func:`datasets.warp.warp_stored_image`);
+- in the main process, :class:`BatchTransform` takes the collated batch on the training
+  device and finishes the chain for all samples at once: the warp (``grid_sample``, when
+  the worker did not warp), the depth correction under rotation, colour jitter,
+  ``rgb_input``/``depth_input`` and the regression target, and the joints, ``K`` and
+  visibility of the plan.
+
+The result has the keys and meaning of the per-sample chain's collated batch (``rgb``,
+``rgb_input``, ``depth_input``, ``target``, ``root``, ``scale``, ``joints3d``,
+``joints2d``, ``visible``, ``K``, ``index``); ``tests/test_batch_transform.py`` checks it
+against the per-sample path and the projection invariant ``joints2d = project(joints3d, K)``.
+Warping on the worker pays on a CPU-only machine (OpenCV on uint8 is several times faster
+than ``grid_sample`` on floats); on a GPU the device warp takes that work off the CPU.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from datasets.joints import SCALE_BONE, index as joint_index
+from datasets.transforms import (DEPTH_BACKGROUND, RGB_MEAN, RGB_STD, Compose, GeometricTransform, NormalizeInputs,
+                                 NormalizeTarget, _after)
+from datasets.warp import Warp, inside_image, warp_stored_image
+
+_ROOT = joint_index("wrist")
+_SCALE_FROM, _SCALE_TO = (joint_index(name) for name in SCALE_BONE)
+#: Luma weights of the colour jitter's grey (:func:`datasets.warp.jitter_colour`).
+_LUMA = (0.299, 0.587, 0.114)
+#: Keys of a compact sample that are stacked as they are (the images may need padding).
+_PLAN_KEYS = ("joints3d", "joints2d", "visible", "K", "plan_M", "plan_K", "plan_R", "plan_colour", "plan_size",
+              "index")
+
+
+def split_compose(compose: Compose) -> tuple[list[GeometricTransform], bool, float | None]:
+    """The geometric transforms of ``compose`` and what follows them: (transforms, target?, depth cube or None).
+
+    Supported: geometric transforms (none of which reads the images after an earlier one
+    warped them), then optionally :class:`NormalizeTarget` and :class:`NormalizeInputs`.
+    """
+    geometric, target, cube = [], False, None
+    for position, transform in enumerate(compose.transforms):
+        if isinstance(transform, GeometricTransform):
+            if target or cube is not None:
+                raise ValueError(f"batched loading needs the geometric transforms first; {compose} has "
+                                 f"{type(transform).__name__} after a normalisation")
+            if geometric and transform.needs_images:
+                raise ValueError(f"batched loading plans all warps from the stored images; {compose} has "
+                                 f"{type(transform).__name__} (reads the warped images) at position {position}")
+            geometric.append(transform)
+        elif isinstance(transform, NormalizeTarget):
+            target = True
+        elif isinstance(transform, NormalizeInputs):
+            cube = transform.cube_half_size
+        else:
+            raise ValueError(f"batched loading supports crop, augmentation and normalisations; "
+                             f"{compose} has {type(transform).__name__}")
+    return geometric, target, cube
+
+
+def plan_stored_sample(raw: dict, index: int, geometric: list[GeometricTransform]) -> Warp:
+    """The composed :class:`Warp` of ``geometric`` for one stored sample (same draws as the per-sample chain)."""
+    height, width = raw["rgb"].shape[:2]
+    view = {"K": np.asarray(raw["K"], np.float64), "size": (height, width),
+            "joints2d": np.asarray(raw["joints2d"], np.float64), "index": index}
+    if "mask" in raw:
+        view["mask"] = (np.asarray(raw["mask"]) > 0)[None]
+    plan = Warp(np.eye(3), (height, width), view["K"])
+    for transform in geometric:
+        warp = transform.plan(view)
+        plan = plan.then(warp)
+        view = _after(view, warp)
+    return plan
+
+
+def compact_sample(raw: dict, index: int, geometric: list[GeometricTransform], warp_images: bool) -> dict:
+    """Stored arrays + plan of one sample as small numpy arrays (images uint8/uint16, warped if ``warp_images``)."""
+    plan = plan_stored_sample(raw, index, geometric)
+    rgb, depth = raw["rgb"], raw.get("depth")
+    if warp_images:
+        rgb = warp_stored_image(rgb, plan.M, plan.size)
+        depth = None if depth is None else warp_stored_image(depth, plan.M, plan.size, nearest=True)
+    out = {"rgb8": np.ascontiguousarray(rgb, np.uint8),
+           "joints3d": np.asarray(raw["joints3d"], np.float32), "joints2d": np.asarray(raw["joints2d"], np.float32),
+           "visible": np.asarray(raw["visible"], bool), "K": np.asarray(raw["K"], np.float32),
+           "plan_M": np.asarray(plan.M, np.float64), "plan_K": np.asarray(plan.K, np.float64),
+           "plan_R": np.eye(3) if plan.rotation is None else np.asarray(plan.rotation, np.float64),
+           "plan_colour": np.asarray(plan.colour, np.float64).reshape(-1, 3),
+           "plan_size": np.asarray(plan.size, np.int64), "index": np.int64(index)}
+    if depth is not None:
+        out["depth16"] = np.ascontiguousarray(depth, np.uint16)
+    return out
+
+
+def collate_compact(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack compact samples; unwarped images of different sizes are zero-padded (= outside the image)."""
+    batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in _PLAN_KEYS}
+    for key in ("rgb8", "depth16"):
+        if key not in samples[0]:
+            continue
+        shapes = {s[key].shape for s in samples}
+        if len(shapes) == 1:
+            batch[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
+            continue
+        height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
+        padded = np.zeros((len(samples), height, width) + samples[0][key].shape[2:], samples[0][key].dtype)
+        for row, s in enumerate(samples):
+            padded[row, : s[key].shape[0], : s[key].shape[1]] = s[key]
+        batch[key] = torch.from_numpy(padded)
+    return batch
+
+
+class CompactSamples(Dataset):
+    """A :class:`~datasets.shards.ShardDataset` whose items are compact samples of its transform's plan.
+
+    ``shards.transform`` must be a :class:`Compose` of the form :func:`split_compose`
+    accepts; ``transform`` is that Compose (``set_epoch`` goes through it). Pair with
+    ``batch_transform`` (a :class:`BatchTransform` matching ``warp_in_worker``).
+    """
+
+    def __init__(self, shards, warp_in_worker: bool = True):
+        if not isinstance(getattr(shards, "transform", None), Compose):
+            raise ValueError(f"{shards}: batched loading needs a Compose transform, found {shards.transform!r}")
+        self.shards, self.warp_in_worker = shards, bool(warp_in_worker)
+        self.geometric, target, cube = split_compose(shards.transform)
+        self.batch_transform = BatchTransform(target=target, cube_half_size=cube, warped=self.warp_in_worker)
+        self._threads_set_in: int | None = None
+
+    @property
+    def transform(self) -> Compose:
+        return self.shards.transform
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, index: int) -> dict:
+        if self._threads_set_in != os.getpid() and torch.utils.data.get_worker_info() is not None:
+            import cv2
+
+            cv2.setNumThreads(1)  # one core per worker, like torch in DataLoader workers
+            self._threads_set_in = os.getpid()
+        raw = self.shards.read_raw(index)
+        return compact_sample(raw, int(index) % len(self), self.geometric, self.warp_in_worker)
+
+    def preview(self, index: int = 0) -> dict[str, torch.Tensor]:
+        """Sample ``index`` as the batch transform delivers it (a batch of one): what the phases see."""
+        return self.batch_transform(collate_compact([self[index]]))
+
+    def __repr__(self) -> str:
+        return f"CompactSamples({self.shards!r}, warp_in_worker={self.warp_in_worker})"
+
+
+class BatchTransform:
+    """Finish the planned transforms of a collated compact batch, on whatever device it is on.
+
+    Per sample, with ``M`` the planned warp (source → output pixels), ``R`` its scene
+    rotation and ``K_s`` the stored intrinsics (see :func:`datasets.warp.apply_warp`):
+
+    - images: resampled by ``M`` unless ``warped`` (bilinear RGB, nearest depth); depth
+      ``z`` at output pixel ``p`` becomes ``z·(R·K_s⁻¹·p_s)_z`` with ``p_s = M⁻¹·p``;
+    - colour: each (brightness b, contrast c, saturation s) set is the affine map
+      ``x ↦ c·b·(s·x + (1−s)·(w·x)·1) + (1−c)·b·mean(w·x)`` (``w`` the luma weights,
+      ``1 = (1,1,1)``), then a clip to [0, 1] — :func:`datasets.warp.jitter_colour`
+      written as one 3×3 matrix and offset per sample;
+    - inputs: ``rgb_input = (rgb − RGB_MEAN) / RGB_STD``; ``depth_input = clip((z − z_root)
+      / cube, −1, 1)``, ``DEPTH_BACKGROUND`` where there is no depth;
+    - geometry: ``joints2d ← M·uv``, ``joints3d ← R·J``, ``K ← K_plan``, joints outside
+      the output become invisible; target ``(J − J_root) / ‖J_pip − J_mcp‖`` (middle finger).
+    """
+
+    def __init__(self, target: bool = True, cube_half_size: float | None = None, warped: bool = True):
+        self.target, self.cube_half_size, self.warped = bool(target), cube_half_size, bool(warped)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        height, width = (int(v) for v in batch["plan_size"][0].tolist())
+        M = batch["plan_M"].to(torch.float64)
+        M_inverse = torch.linalg.inv(M)
+        out = self._geometry(batch, M, height, width)
+        grid = None if self.warped else _sampling_grid(M_inverse, height, width, *batch["rgb8"].shape[1:3])
+        out["rgb"] = self._colour(batch, grid)
+        if self.cube_half_size is not None:
+            out["rgb_input"] = _normalise_rgb(out["rgb"])
+            if "depth16" in batch:
+                out["depth_input"] = self._depth(batch, grid, M_inverse, out["joints3d"], height, width)
+        return out
+
+    def _geometry(self, batch, M, height, width) -> dict[str, torch.Tensor]:
+        uv = batch["joints2d"].to(torch.float64)
+        mapped = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1) @ M.transpose(1, 2)
+        uv = mapped[..., :2] / mapped[..., 2:3]
+        joints = (batch["joints3d"].to(torch.float64) @ batch["plan_R"].to(torch.float64).transpose(1, 2)).float()
+        inside = ((uv[..., 0] >= -0.5) & (uv[..., 0] <= width - 0.5) & (uv[..., 1] >= -0.5)
+                  & (uv[..., 1] <= height - 0.5))
+        out = {"joints3d": joints, "joints2d": uv.float(), "visible": batch["visible"].bool() & inside,
+               "K": batch["plan_K"].float(), "index": batch["index"]}
+        if self.target:
+            joints64 = joints.to(torch.float64)
+            root = joints64[:, _ROOT]
+            scale = torch.linalg.vector_norm(joints64[:, _SCALE_TO] - joints64[:, _SCALE_FROM], dim=-1)
+            bad = ~(scale > 0)
+            if bool(bad.any()):
+                first = int(batch["index"][bad.nonzero()[0, 0]])
+                raise ValueError(f"sample {first}: scale bone middle_mcp–middle_pip has length "
+                                 f"{float(scale[bad][0])}")
+            out["target"] = ((joints64 - root[:, None]) / scale[:, None, None]).float()
+            out["root"], out["scale"] = root.float(), scale.float()
+        return out
+
+    def _colour(self, batch, grid) -> torch.Tensor:
+        """``rgb`` (B, 3, H, W) float in [0, 1]: warped (unless done), colour-jittered."""
+        rgb = batch["rgb8"].permute(0, 3, 1, 2)
+        if grid is None:
+            rgb = rgb.contiguous().float().div_(255.0)
+        else:
+            rgb = F.grid_sample(rgb.float().div_(255.0), grid.to(torch.float32), mode="bilinear",
+                                padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)
+        size, flat = rgb.shape, rgb.flatten(2)
+        luma = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device)
+        colour = batch["plan_colour"].to(device=rgb.device, dtype=torch.float64)
+        for k in range(colour.shape[1]):
+            b, c, s = (colour[:, k, i] for i in range(3))
+            grey_mean = (luma @ flat).mean(dim=1).to(torch.float64)  # mean of w·x per sample
+            eye = torch.eye(3, dtype=torch.float64, device=rgb.device)
+            matrix = (c * b)[:, None, None] * (s[:, None, None] * eye + (1 - s)[:, None, None]
+                                                * luma.to(torch.float64)[None, None, :])
+            offset = ((1 - c) * b * grey_mean)[:, None, None].expand(-1, 3, 1)
+            flat = torch.baddbmm(offset.to(rgb.dtype), matrix.to(rgb.dtype), flat).clamp_(0.0, 1.0)
+        return flat.view(size)
+
+    def _depth(self, batch, grid, M_inverse, joints3d, height, width) -> torch.Tensor:
+        """``depth_input`` (B, 1, H, W): metric depth of the warped (rotated) scene, normalised about the root."""
+        depth = batch["depth16"][:, None]
+        if grid is None:
+            depth = depth.float()
+        else:
+            depth = F.grid_sample(depth.float(), grid.to(torch.float32), mode="nearest", padding_mode="zeros",
+                                  align_corners=False)
+        depth = depth.div_(1000.0)
+        rotation = batch["plan_R"].to(torch.float64)
+        if not bool((rotation == torch.eye(3, dtype=torch.float64, device=rotation.device)).all()):
+            # z' = z·row·[p_s, 1], row = (R·K_s⁻¹)_z, p_s = dehomogenised M⁻¹·p: (row·M⁻¹)·p / (M⁻¹)_z·p
+            row = (rotation @ torch.linalg.inv(batch["K"].to(torch.float64)))[:, 2]
+            numerator = (row[:, None, :] @ M_inverse)[:, 0]
+            factor = _plane(numerator, height, width) / _plane(M_inverse[:, 2], height, width)
+            depth = depth * factor[:, None].to(depth.dtype)
+        root_z = joints3d[:, _ROOT, 2].to(depth.dtype)[:, None, None, None]
+        relative = ((depth - root_z) / self.cube_half_size).clamp_(-1.0, 1.0)
+        return torch.where(depth > 0, relative, torch.full_like(depth, DEPTH_BACKGROUND))
+
+    def __repr__(self) -> str:
+        return f"BatchTransform(target={self.target}, cube_half_size={self.cube_half_size}, warped={self.warped})"
+
+
+def _plane(coefficients: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``a·u + b·v + c`` over the output pixels (B, H, W) for coefficients (B, 3), in float32."""
+    coefficients = coefficients.to(torch.float32)
+    u = torch.arange(width, dtype=torch.float32, device=coefficients.device)
+    v = torch.arange(height, dtype=torch.float32, device=coefficients.device)
+    return (coefficients[:, 0, None, None] * u[None, None, :] + coefficients[:, 1, None, None] * v[None, :, None]
+            + coefficients[:, 2, None, None])
+
+
+def _sampling_grid(M_inverse: torch.Tensor, height: int, width: int, source_height: int,
+                   source_width: int) -> torch.Tensor:
+    """``grid_sample`` grid (B, H, W, 2): source pixel ``M⁻¹·p`` of each output pixel, pixel centre i → (2i+1)/W − 1."""
+    x = _plane(M_inverse[:, 0], height, width)
+    y = _plane(M_inverse[:, 1], height, width)
+    w = _plane(M_inverse[:, 2], height, width)
+    return torch.stack([(2.0 * x / w + 1.0) / source_width - 1.0, (2.0 * y / w + 1.0) / source_height - 1.0], dim=-1)
+
+
+def _normalise_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(RGB_MEAN, dtype=rgb.dtype, device=rgb.device)[None, :, None, None]
+    std = torch.tensor(RGB_STD, dtype=rgb.dtype, device=rgb.device)[None, :, None, None]
+    return (rgb - mean) / std
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Move a collated batch to ``device``; non-blocking (from pinned memory, on CUDA)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class DeviceBatches:
+    """Iterate a DataLoader of compact batches, delivering finished batches on ``device``.
+
+    Each batch is copied to ``device`` (non-blocking: the DataLoader pins it when it runs
+    with ``pin_memory``) and finished there by ``transform``. ``dataset``, ``sampler`` and
+    ``len()`` are the DataLoader's, so a training loop uses this as it would the loader.
+    """
+
+    def __init__(self, loader, transform: BatchTransform, device: torch.device | str = "cpu"):
+        self.loader, self.transform, self.device = loader, transform, torch.device(device)
+
+    @property
+    def dataset(self):
+        return self.loader.dataset
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.transform(to_device(batch, self.device))
+
+
+__all__ = ["BatchTransform", "CompactSamples", "DeviceBatches", "collate_compact", "compact_sample",
+           "plan_stored_sample", "split_compose", "to_device"]
