@@ -7,13 +7,19 @@ source has depth), mask (where it has one), joints, visible, K — plus ``is_lef
 ``source_index`` (the sample's index in its reader). Reading the shards back gives the
 reader's output after the crop, up to the uint8 / millimetre quantisation.
 
-The work is planned as fixed shards: for each split in order, samples
-``[k·shard_size, (k+1)·shard_size)`` form one shard, numbered across splits. The plan
-depends only on the config, so a rerun (resume) skips every shard that is already
-complete and valid and writes only the rest; workers convert whole shards.
+Splits are explicit: each split is converted into its own shard directory ``OUT/<split>``
+(``data/rhd_256/training``, ``data/rhd_256/evaluation``) whose manifest and shards record
+``source``, ``split`` and ``evaluation_split`` (:mod:`datasets.splits`; training refuses
+an evaluation/test split unless told otherwise).
+
+The work is planned as fixed shards: samples ``[k·shard_size, (k+1)·shard_size)`` of a
+split form its shard k. The plan depends only on the config, so a rerun (resume) skips
+every shard that is already complete and valid and writes only the rest; workers convert
+whole shards.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -26,8 +32,9 @@ import numpy as np
 
 from common.progress import Progress
 from datasets.errors import DatasetError
-from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_invocation,
-                                   record_shards, shard_name, write_shard)
+from datasets.shard_format import (MANIFEST_NAME, ShardError, file_sha256, open_shard, read_manifest,
+                                   record_invocation, record_shards, shard_name, write_shard)
+from datasets.splits import is_evaluation_split
 
 #: The splits converted when none are given (`method.md` §7).
 DEFAULT_SPLITS = {
@@ -40,7 +47,7 @@ DEFAULT_SHARD_SIZE = 1000
 
 @dataclass(frozen=True)
 class ConvertConfig:
-    """Everything that determines the converted samples (saved as each shard's ``config``)."""
+    """Everything that determines the converted samples (saved, with one split, as each shard's ``config``)."""
 
     source: str
     splits: tuple = ()
@@ -134,7 +141,7 @@ def convert_shard(raw_root: str, out: str, config: ConvertConfig, job: ShardJob)
     arrays = samples_to_arrays(samples, f"{config.source} {job.split} at {raw_root}")
     # Only what determines the samples (the raw root's path and the command line are in the manifest).
     attrs = {"source": config.source, "split": job.split, "config": json.dumps(config.as_json()),
-             "first_source_index": job.start}
+             "evaluation_split": is_evaluation_split(config.source, job.split), "first_source_index": job.start}
     entry = write_shard(out, job.index, arrays, attrs)
     entry["split"] = job.split
     return entry
@@ -176,25 +183,47 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 def convert(raw_root: str | Path, out: str | Path, config: ConvertConfig, workers: int = 1,
             progress: bool = True, command: str = "") -> dict[str, Any]:
-    """Convert (or finish converting) ``raw_root`` into shards under ``out``; returns a summary.
+    """Convert (or finish converting) each split of ``config`` into its own directory ``out/<split>``.
+
+    Every split is planned first (so bad raw data or options fail before anything is
+    written); returns ``{"splits": {split: summary of convert_split}, "samples", "out"}``.
+    """
+    raw_root, out = Path(raw_root), Path(out)
+    if (out / MANIFEST_NAME).exists():
+        raise DatasetError(f"{out}: holds shards directly (a conversion from before splits got one directory each); "
+                           f"use a new --out directory")
+    configs = [dataclasses.replace(config, splits=(split,)) for split in config.splits]
+    plans = [plan_shards(raw_root, c) for c in configs]
+    summaries = {c.splits[0]: convert_split(raw_root, out / c.splits[0], c, workers, progress, command, jobs)
+                 for c, jobs in zip(configs, plans)}
+    return {"splits": summaries, "samples": sum(s["samples"] for s in summaries.values()), "out": str(out)}
+
+
+def convert_split(raw_root: str | Path, out: str | Path, config: ConvertConfig, workers: int = 1,
+                  progress: bool = True, command: str = "", jobs: list[ShardJob] | None = None) -> dict[str, Any]:
+    """Convert (or finish converting) the one split of ``config`` into shards under ``out``; returns a summary.
 
     One conversion per output directory: an interrupted run is resumed by rerunning the
     same command; a different config in the same directory is refused.
     """
     raw_root, out = Path(raw_root), Path(out)
+    if len(config.splits) != 1:
+        raise ValueError(f"{out}: a shard directory holds one split, found {config.splits}")
+    (split,) = config.splits
+    jobs = plan_shards(raw_root, config) if jobs is None else jobs  # checks the raw data and reader options
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan_shards(raw_root, config)  # first: checks the raw data and the reader options
     manifest = read_manifest(out)
     _check_compatible(out, manifest, config)
     _remove_stale_temporaries(out)
     done = {job.index: entry for job in jobs if (entry := _existing_entry(out, job, config, manifest)) is not None}
-    fields = {"source": config.source, "config": config.as_json(), "raw_root": str(raw_root)}
+    fields = {"source": config.source, "split": split, "evaluation_split": is_evaluation_split(config.source, split),
+              "config": config.as_json(), "raw_root": str(raw_root)}
     record_shards(out, list(done.values()), **fields)
     todo = [job for job in jobs if job.index not in done]
     if todo:
         record_invocation(out, command, workers=workers, shards_to_convert=len(todo))
     total = sum(job.stop - job.start for job in jobs)
-    with Progress(total, f"convert {config.source}", unit="sample", enabled=progress,
+    with Progress(total, f"convert {config.source} {split}", unit="sample", enabled=progress,
                   initial=total - sum(j.stop - j.start for j in todo)) as bar:
         for entry in _run(todo, str(raw_root), str(out), config, workers):
             record_shards(out, [entry], **fields)

@@ -42,15 +42,19 @@ def test_converted_shards_equal_the_cropped_reader_output(raw, tmp_path, source)
     splits, options, image_keys = CASES[source]
     config = ConvertConfig(source=source, splits=splits, size=SIZE, shard_size=2, reader_options=options)
     summary = convert(raw / source, tmp_path / "out", config, progress=False)
-    assert summary["written"] == summary["shards"] and summary["skipped"] == 0
-    assert verify_directory(tmp_path / "out", tolerance_px=0.01) == []
+    assert sorted(summary["splits"]) == sorted(splits)  # one directory per split, nothing else
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(splits)
     for split in splits:
+        done = summary["splits"][split]
+        assert done["written"] == done["shards"] and done["skipped"] == 0 and done["out"] == str(tmp_path / "out" / split)
+        assert verify_directory(tmp_path / "out" / split, tolerance_px=0.01) == []
         reader = build_dataset(source, raw / source, split=split, transform=HandCrop(SIZE), **options)
-        shards = build_dataset("shards", tmp_path / "out", split=split)
+        shards = build_dataset("shards", tmp_path / "out" / split)
         assert len(shards) == len(reader) > 0
         for i in range(len(reader)):
             expected, got = reader[i], shards[i]
-            assert set(got) == {"rgb", "joints3d", "joints2d", "visible", "K", "is_left", "index"} | image_keys
+            assert {"rgb", "joints3d", "joints2d", "visible", "K", "is_left", "index"} <= set(got)
+            assert set(got) & {"depth", "mask"} == image_keys
             assert float((got["rgb"] - expected["rgb"]).abs().max()) <= 0.5 / 255 + 1e-6
             if "depth" in image_keys:
                 assert float((got["depth"] - expected["depth"]).abs().max()) <= 0.0005 + 1e-6
@@ -59,26 +63,31 @@ def test_converted_shards_equal_the_cropped_reader_output(raw, tmp_path, source)
             for key in ("joints3d", "joints2d", "visible", "K", "is_left"):
                 assert torch.equal(got[key], expected[key]), key
             assert got["rgb"].shape == (3, SIZE, SIZE)
-    first = read_manifest(tmp_path / "out")
-    assert first["config"]["reader_options"] == options and first["source"] == source
-    with h5py.File(tmp_path / "out" / shard_name(0), "r") as f:
-        assert f.attrs["source"] == source and f.attrs["split"] == splits[0]
-        assert json.loads(f.attrs["config"])["size"] == SIZE
+    for split, evaluation in zip(splits, (False, True)):  # the second split of each case is its evaluation split
+        manifest = read_manifest(tmp_path / "out" / split)
+        assert manifest["config"]["reader_options"] == options and manifest["source"] == source
+        assert manifest["split"] == split and manifest["evaluation_split"] is evaluation
+        assert manifest["config"]["splits"] == [split]
+        with h5py.File(tmp_path / "out" / split / shard_name(0), "r") as f:
+            assert f.attrs["source"] == source and f.attrs["split"] == split
+            assert bool(f.attrs["evaluation_split"]) is evaluation
+            assert json.loads(f.attrs["config"])["size"] == SIZE
 
 
 def test_limit_workers_and_determinism(raw, tmp_path):
     config = ConvertConfig(source="rhd", splits=("training",), size=SIZE, limit=2, shard_size=1)
     convert(raw / "rhd", tmp_path / "one", config, progress=False)
     convert(raw / "rhd", tmp_path / "two", config, workers=2, progress=False)
-    one, two = read_manifest(tmp_path / "one"), read_manifest(tmp_path / "two")
+    assert not (tmp_path / "one" / "evaluation").exists()  # --split training converts just that split
+    one, two = read_manifest(tmp_path / "one" / "training"), read_manifest(tmp_path / "two" / "training")
     assert one["num_samples"] == 2
     assert {k: v["sha256"] for k, v in one["shards"].items()} == {k: v["sha256"] for k, v in two["shards"].items()}
 
 
 def test_resume_after_interruption_and_damage(raw, tmp_path, monkeypatch):
-    config = ConvertConfig(source="rhd", size=SIZE, shard_size=1)
-    reference = convert(raw / "rhd", tmp_path / "reference", config, progress=False)
-    out = tmp_path / "out"
+    config = ConvertConfig(source="rhd", splits=("training",), size=SIZE, shard_size=1)
+    reference = convert(raw / "rhd", tmp_path / "reference", config, progress=False)["splits"]["training"]
+    out = tmp_path / "out" / "training"
     real_convert_shard, calls = convert_module.convert_shard, []
 
     def crash_after_two(*args):
@@ -89,18 +98,18 @@ def test_resume_after_interruption_and_damage(raw, tmp_path, monkeypatch):
 
     monkeypatch.setattr(convert_module, "convert_shard", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        convert(raw / "rhd", out, config, progress=False)
+        convert(raw / "rhd", out.parent, config, progress=False)
     monkeypatch.setattr(convert_module, "convert_shard", real_convert_shard)
     assert len(read_manifest(out)["shards"]) == 2
     (out / ".shard-000002.h5.tmp-999").write_bytes(b"partial")  # left by a killed writer
     with open(out / shard_name(1), "r+b") as f:  # a damaged shard is redone
         f.truncate(100)
-    summary = convert(raw / "rhd", out, config, progress=False)
+    summary = convert(raw / "rhd", out.parent, config, progress=False)["splits"]["training"]
     assert summary == dict(reference, skipped=1, written=reference["shards"] - 1, out=str(out))
-    expected = {k: v["sha256"] for k, v in read_manifest(tmp_path / "reference")["shards"].items()}
+    expected = {k: v["sha256"] for k, v in read_manifest(tmp_path / "reference" / "training")["shards"].items()}
     assert {k: v["sha256"] for k, v in read_manifest(out)["shards"].items()} == expected
     assert verify_directory(out) == []
-    again = convert(raw / "rhd", out, config, progress=False)
+    again = convert(raw / "rhd", out.parent, config, progress=False)["splits"]["training"]
     assert again["written"] == 0 and again["skipped"] == reference["shards"]
 
 
@@ -112,6 +121,24 @@ def test_conflicting_settings_and_bad_options_are_refused(raw, tmp_path, capsys)
     assert code == 2 and "did you mean 'hand'" in capsys.readouterr().err
     code = convert_tool(["stb", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o3")])
     assert code == 2 and "missing" in capsys.readouterr().err
+    old_layout = write_synthetic_shards(tmp_path / "old", shard_sizes=(1,), size=16)  # shards directly in --out
+    with pytest.raises(DatasetError, match="holds shards directly"):
+        convert(raw / "rhd", old_layout, ConvertConfig(source="rhd", size=SIZE, limit=1), progress=False)
+
+
+def test_tool_writes_one_directory_per_split_and_says_which_is_for_evaluation(raw, tmp_path, capsys):
+    out = tmp_path / "rhd_48"
+    assert convert_tool(["rhd", "--root", str(raw / "rhd"), "--out", str(out), "--size", str(SIZE),
+                         "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out / 'training'}: training (training split), 3 samples" in printed
+    assert f"{out / 'evaluation'}: evaluation (evaluation/test split), 2 samples" in printed
+    assert convert_tool(["stb", "--root", str(raw / "stb"), "--out", str(tmp_path / "stb"), "--split", "test",
+                         "--size", str(SIZE), "--no-progress"]) == 0
+    assert [p.name for p in (tmp_path / "stb").iterdir()] == ["test"]
+    with pytest.raises(SystemExit):  # a split the reader does not have
+        convert_tool(["stb", "--root", str(raw / "stb"), "--out", str(tmp_path / "x"), "--split", "evaluation"])
+    assert "invalid choice: 'evaluation'" in capsys.readouterr().err
 
 
 def _rewrite(directory, index, change):

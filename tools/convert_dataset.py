@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """Convert a raw hand dataset into shards of hand-centred crops, or verify a shard directory.
 
+Each split goes into its own shard directory OUT/<split>; train on a training split, evaluate
+on an evaluation/test split (training refuses those unless data.allow_eval_split=true).
+
 Examples:
-  python tools/convert_dataset.py rhd --root data/RHD_published_v2 --out data/rhd_256
-  python tools/convert_dataset.py stb --root data/STB --out data/stb_256 --split test --limit 100
+  python tools/convert_dataset.py rhd --root data/RHD_published_v2 --out data/rhd_256   # data/rhd_256/{training,evaluation}
+  python tools/convert_dataset.py stb --root data/STB --out data/stb_256 --split test --limit 100   # data/stb_256/test
   python tools/convert_dataset.py freihand --root data/FreiHAND_pub_v2 --out data/fh_all --option domain=all
-  python tools/convert_dataset.py verify data/rhd_256
+  python tools/convert_dataset.py verify data/rhd_256/training
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import yaml  # noqa: E402
 
 from datasets.convert import DEFAULT_SHARD_SIZE, DEFAULT_SPLITS, ConvertConfig, convert  # noqa: E402
 from datasets.errors import DatasetError  # noqa: E402
+from datasets.splits import SPLITS  # noqa: E402
 from datasets.verify import DEFAULT_TOLERANCE_PX, verify_directory  # noqa: E402
 
 
@@ -35,8 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for source, splits in DEFAULT_SPLITS.items():
         sub = commands.add_parser(source, help=f"convert raw {source} (default splits: {', '.join(splits)})")
         sub.add_argument("--root", required=True, type=Path, help="the raw download, read in place")
-        sub.add_argument("--out", required=True, type=Path, help="output shard directory (rerun to resume)")
-        sub.add_argument("--split", nargs="+", default=None, help=f"splits to convert (default {' '.join(splits)})")
+        sub.add_argument("--out", required=True, type=Path,
+                         help="output folder: each split is written to OUT/<split> (rerun to resume)")
+        sub.add_argument("--split", nargs="+", default=None, choices=sorted(SPLITS[source]),
+                         help=f"splits to convert (default {' '.join(splits)})")
         sub.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
         sub.add_argument("--margin", type=float, default=0.25, help="crop margin per side, fraction of the hand box")
         sub.add_argument("--crop-source", choices=("joints", "mask"), default="joints",
@@ -72,8 +78,10 @@ def main(argv=None) -> int:
     except (DatasetError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{summary['out']}: {summary['samples']} samples in {summary['shards']} shards "
-          f"({summary['written']} written, {summary['skipped']} already complete)")
+    for split, done in summary["splits"].items():
+        print(f"{done['out']}: {split} ({'evaluation/test' if SPLITS[args.command][split] else 'training'} split), "
+              f"{done['samples']} samples in {done['shards']} shards "
+              f"({done['written']} written, {done['skipped']} already complete)")
     return 0
 
 
