@@ -10,7 +10,7 @@ One meta-training iteration k on a source batch (x rgb, x~ depth, y):
    update; this module only writes ``grad_theta G`` into ``.grad`` and the caller's optimiser
    (Adam in the paper) takes the step.
 
-Two ways to get the phi-gradient of step 2:
+Three ways to get the phi-gradient of step 2:
 
 * ``algorithm="exact"`` (Algorithm 1): the l virtual steps are kept in the autograd graph
   (``create_graph=True``) and evaluated with ``torch.func.functional_call``; ``grad_phi G``
@@ -29,6 +29,24 @@ Two ways to get the phi-gradient of step 2:
   Algorithm 1. For l > 1 the recursion drops the term ``-alpha * H_REG(theta''_i) J_i``
   (the Hessian of L_REG), i.e. it is the first-order treatment the supplement describes
   ("we only need to compute the first order derivative"), an approximation of Algorithm 1.
+* ``algorithm="first_order"``: the l = 1 gradient above with ``dG/dtheta''`` at the virtual
+  point replaced by ``grad G(theta)``, which the theta-update (step 3) computes anyway::
+
+      dG/dphi_i ~= -l alpha r'(theta_i) dG/dtheta_i        (l2: -2 l alpha theta_i dG/dtheta_i,
+                                                           l1: -l alpha sign(theta_i) dG/dtheta_i)
+
+  so it costs what a distillation step costs (teacher forward, one student forward, one
+  backward of G) plus element-wise work on the parameters; no virtual forward is run and
+  ``losses`` has no ``g_virtual``. Error, l = 1: the exact gradient is
+  ``-alpha r'(theta) * grad G(theta'')`` with ``theta'' - theta = -alpha v``,
+  ``v = grad L_REG(theta) + phi * r'(theta)``, hence (H_G the Hessian of G)::
+
+      exact - first_order = alpha^2 r'(theta) * (H_G(theta) v) + O(alpha^3)
+
+  a relative error of order ``alpha ||H_G||`` (tests/test_meta.py checks this remainder). For
+  l > 1, ``d theta''_l / d phi = -alpha sum_{i<l} r'(theta''_i) + O(alpha^2) = -l alpha r'(theta) + O(alpha^2)``:
+  the same first order in alpha, independent of l in cost. Under DDP the all-reduced
+  ``grad G(theta)`` is the full batch's, so phi matches a single-process run exactly.
 
 Sharing of passes (the cost promise, see ``docs/step_benchmark.md``): one student forward at
 theta gives L_REG and L_DIST; ``grad L_REG(theta)`` serves both the first virtual step and
@@ -52,7 +70,7 @@ from torch.func import functional_call
 from training.losses import ATTENTION_WEIGHT, distillation_loss, regression_loss, teacher_features
 from training.regularizers import PRIORS
 
-ALGORITHMS = ("exact", "efficient")
+ALGORITHMS = ("exact", "efficient", "first_order")
 
 
 def _grads(loss: torch.Tensor, inputs, **kwargs) -> list[torch.Tensor]:
@@ -86,7 +104,7 @@ def distillation_step(student: nn.Module, teacher: nn.Module, rgb: torch.Tensor,
 
 
 class MetaPriorLearner:
-    """Learns phi while the student is distilled (Algorithm 1 of the paper, or its efficient form).
+    """Learns phi while the student is distilled (Algorithm 1 of the paper, its efficient form, or first order).
 
     Args:
         student: network with ``forward(x) -> {"pred", "features"}`` (``models.ResNet``), in train mode.
@@ -97,7 +115,8 @@ class MetaPriorLearner:
         alpha: inner step size of the virtual step (paper: the student's learning rate, 2.5e-4).
         beta: meta learning rate of the SGD update of phi (paper: 1e-3).
         inner_steps: l, the number of virtual steps (paper: 1).
-        algorithm: ``"exact"`` (second order through the unrolled steps) or ``"efficient"``.
+        algorithm: ``"exact"`` (second order through the unrolled steps), ``"efficient"`` or
+            ``"first_order"`` (phi-gradient from grad G(theta), the cost of a distillation step).
         prior: ``"l2"`` (R = sum phi theta^2, Eq. 10) or ``"l1"`` (sum phi |theta|).
         attention_weight: lambda of Eq. (4).
 
@@ -135,8 +154,8 @@ class MetaPriorLearner:
     def step(self, rgb: torch.Tensor, depth: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """One meta-training iteration: update phi by SGD(beta) and accumulate grad G(theta) into ``.grad``.
 
-        Returns floats: ``l_reg``, ``l_dist``, ``g`` (at theta), ``g_virtual`` (G at theta''_l)
-        and ``phi_grad_norm``.
+        Returns floats: ``l_reg``, ``l_dist``, ``g`` (at theta), ``g_virtual`` (G at theta''_l;
+        not for ``first_order``, which evaluates no virtual point) and ``phi_grad_norm``.
         """
         theta_grads, phi_grads, losses = self.meta_gradients(rgb, depth, target)
         params = [p for _, p in self.student.named_parameters()]
@@ -160,14 +179,16 @@ class MetaPriorLearner:
         out = self.student(rgb)
         l_reg = regression_loss(out["pred"], target)
         l_dist = distillation_loss(out["features"], t_feats, self.attention_weight)
-        if self.algorithm == "exact":
-            g_reg, g_dist, phi_grads, g_virtual = self._exact(theta, l_reg, l_dist, rgb, target, t_feats)
+        g = l_reg + l_dist
+        losses = {"l_reg": l_reg.item(), "l_dist": l_dist.item(), "g": g.item()}
+        if self.algorithm == "first_order":
+            g_theta, phi_grads = self._first_order(theta, g)
         else:
-            g_reg, g_dist, phi_grads, g_virtual = self._efficient(theta, l_reg, l_dist, rgb, target, t_feats)
-        theta_grads = {n: a.detach() + b for n, a, b in zip(self.names, g_reg, g_dist)}
-        losses = {"l_reg": l_reg.item(), "l_dist": l_dist.item(), "g": (l_reg + l_dist).item(),
-                  "g_virtual": g_virtual.item()}
-        return theta_grads, dict(zip(self.names, phi_grads)), losses
+            second = self._exact if self.algorithm == "exact" else self._efficient
+            g_reg, g_dist, phi_grads, g_virtual = second(theta, l_reg, l_dist, rgb, target, t_feats)
+            g_theta = [a.detach() + b for a, b in zip(g_reg, g_dist)]
+            losses["g_virtual"] = g_virtual.item()
+        return dict(zip(self.names, g_theta)), dict(zip(self.names, phi_grads)), losses
 
     # ----------------------------------------------------------------- internals
     def _virtual_forward(self, params: list[torch.Tensor], rgb: torch.Tensor) -> dict:
@@ -224,3 +245,12 @@ class MetaPriorLearner:
         d_g = _grads(g_virtual, leaves)
         phi_grads = [j * d for j, d in zip(jac, d_g)]
         return [t.detach() for t in g_reg], g_dist, phi_grads, g_virtual.detach()
+
+    def _first_order(self, theta, g):
+        """First order in alpha: dG/dphi ~= -l alpha r'(theta) * grad G(theta), from the one backward of G."""
+        _, d_r, _ = PRIORS[self.prior]
+        g_theta = _grads(g, theta)
+        scale = -self.inner_steps * self.alpha
+        with torch.no_grad():
+            phi_grads = [scale * d_r(t) * d for t, d in zip(theta, g_theta)]
+        return g_theta, phi_grads

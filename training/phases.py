@@ -117,8 +117,10 @@ class DistillPhase(Phase):
             self._pending = self.meta.meta_gradients(rgb, depth, target)
             values = self._pending[2]
             g = torch.tensor(values["g"])
-            return g, {"loss/G": values["g"], "loss/reg": values["l_reg"], "loss/dist": values["l_dist"],
-                       "loss/G_virtual": values["g_virtual"]}
+            scalars = {"loss/G": values["g"], "loss/reg": values["l_reg"], "loss/dist": values["l_dist"]}
+            if "g_virtual" in values:  # first_order evaluates no virtual point
+                scalars["loss/G_virtual"] = values["g_virtual"]
+            return g, scalars
         with torch.autocast(**self.autocast):
             teacher_feats = losses.teacher_features(self.teacher, depth)
             out = self.model(rgb)
