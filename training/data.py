@@ -19,6 +19,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from datasets import build_dataset
 from datasets.batch_transform import BatchTransform, CompactSamples, DeviceBatches, collate_compact
+from datasets.splits import check_shard_directory, check_training_directory
 from datasets.transforms import evaluation_transform, training_transform
 
 #: Seeds of the transforms of the k-th directory of a mix differ by this stride, so equal
@@ -70,6 +71,8 @@ class ResumableSampler(Sampler[int]):
 
 def shard_datasets(directories: Sequence[str | Path], transform_for: Callable[[int], Callable]) -> Dataset:
     """One dataset over several shard directories; ``transform_for(k)`` gives the k-th one's transform."""
+    for directory in directories:
+        check_shard_directory(directory)  # a parent of split directories: say which splits it holds
     parts = [build_dataset("shards", str(d), transform=transform_for(k)) for k, d in enumerate(directories)]
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
@@ -118,14 +121,17 @@ def _collate(samples: list[dict]) -> dict:
 
 def training_loader(directories: Sequence[str | Path], *, image_size: int, augment: bool, batch_size: int,
                     seed: int, workers: int, rank: int = 0, world_size: int = 1,
-                    pin_memory: bool = False,
-                    device: torch.device | str | None = None) -> tuple[DeviceBatches, ResumableSampler]:
+                    pin_memory: bool = False, device: torch.device | str | None = None,
+                    allow_eval_split: bool = False) -> tuple[DeviceBatches, ResumableSampler]:
     """Loader of the training set; ``batch_size`` is per process. Call ``sampler.set_epoch`` and
     :func:`set_transform_epoch` before each epoch.
 
     Workers deliver compact batches that the batch transform finishes on ``device``
     (default: the current CUDA device with ``pin_memory``, else the CPU); on a CPU the
-    workers also warp the images (cheaper there), on a GPU the device does."""
+    workers also warp the images (cheaper there), on a GPU the device does. A directory holding an
+    evaluation/test split is refused unless ``allow_eval_split`` (``data.allow_eval_split``)."""
+    for directory in directories:
+        check_training_directory(directory, allow_eval_split)
     device = torch.device(device if device is not None else ("cuda" if pin_memory else "cpu"))
     dataset, finish = batched_datasets(
         directories, lambda k: training_transform(size=image_size, augment=augment, seed=seed + _SEED_STRIDE * k),

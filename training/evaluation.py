@@ -23,6 +23,7 @@ from training.checkpoint import load_checkpoint, load_model_weights
 from training.data import evaluation_loader
 from training.metrics import compute_metrics, denormalize, joint_errors
 from training.phases import build_network, input_key
+from training.protocols import choose_pck_range
 
 
 @torch.no_grad()
@@ -108,11 +109,14 @@ def _save_figure(fig, path: str | Path) -> Path:
 
 
 def evaluate_model(model: torch.nn.Module, info: Mapping, data: Sequence[str | Path], out_dir: str | Path, *,
-                   device: torch.device | str = "cpu", image_size: int | None = None, t_min: float = 0.0,
-                   t_max: float = 50.0, steps: int = 20, batch_size: int = 32, visible_only: bool = False,
+                   device: torch.device | str = "cpu", image_size: int | None = None, t_min: float | None = None,
+                   t_max: float | None = None, protocol: str = "auto", steps: int = 20, batch_size: int = 32, visible_only: bool = False,
                    workers: int = 0, label: str = "model") -> dict:
     """Evaluate and write ``metrics.json``, ``pck.png`` and ``predictions.png`` into ``out_dir``."""
     out_dir = Path(out_dir)
+    # AUC range: from the data's source (STB 20-50 mm, others 0-50 mm) unless protocol / t_min / t_max say otherwise
+    pck = choose_pck_range(data, protocol, t_min, t_max)
+    (t_min, t_max), protocol = pck["pck_range_mm"], pck["protocol"]
     out_dir.mkdir(parents=True, exist_ok=True)
     size = int(image_size or info.get("image_size", 256))
     loader = evaluation_loader(data, image_size=size, batch_size=batch_size, workers=workers)
@@ -121,6 +125,7 @@ def evaluate_model(model: torch.nn.Module, info: Mapping, data: Sequence[str | P
     visible = predictions["visible"] if visible_only else None
     metrics = compute_metrics(errors_mm, visible, t_min=t_min, t_max=t_max, steps=steps).to_dict()
     metrics.update({"data": [str(d) for d in data], "image_size": size, "visible_only": visible_only,
+                    "pck_protocol": protocol, "pck_range_reason": pck["reason"],
                     "protocol": "prediction de-normalised with the ground-truth root (wrist) and scale "
                                 "(middle MCP-PIP bone); errors in mm",
                     "model": {k: v for k, v in info.items() if k != "input_normalization"}})

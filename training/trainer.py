@@ -35,7 +35,8 @@ from training.config import TrainConfig, save_config
 from training.data import require_keys, set_transform_epoch, training_loader
 from training.logging import RunLogger
 from training.phases import PHASE_CLASSES, build_network
-from training.prior import save_prior
+from training.prior import initialisation_seed, save_prior
+from training.protocols import choose_pck_range
 from training.run_directory import prepare_run_directory
 
 
@@ -98,7 +99,9 @@ def train(cfg: TrainConfig) -> RunResult:
         loader, sampler = training_loader(
             cfg.data.train, image_size=cfg.data.image_size, augment=cfg.data.augment,
             batch_size=cfg.optim.batch_size // ctx.world_size, seed=cfg.seed, workers=cfg.data.workers,
-            rank=ctx.rank, world_size=ctx.world_size, pin_memory=on_cuda)
+            rank=ctx.rank, world_size=ctx.world_size, pin_memory=on_cuda, allow_eval_split=cfg.data.allow_eval_split)
+        if cfg.data.val:  # the validation's AUC range comes from the data's source: fail now, not after training
+            choose_pck_range(cfg.data.val, cfg.data.val_protocol)
         per_epoch = sampler.batches_per_epoch
         total_steps = cfg.optim.epochs * per_epoch
         if cfg.optim.max_steps:
@@ -115,11 +118,12 @@ def train(cfg: TrainConfig) -> RunResult:
                                              "world_size": ctx.world_size})
         distributed.barrier(ctx)
 
-        # Step 4: the network.
-        info = _model_info(cfg)
+        # Step 4: the network. init_seed: the seed that drew its initial weights (this run's seed, or
+        # the one recorded in the model.init checkpoint), recorded in checkpoints and in prior.pt.
+        init = load_checkpoint(cfg.model.init) if cfg.model.init else None
+        info = dict(_model_info(cfg), init_seed=initialisation_seed(cfg.seed, init and init["model_info"]))
         model = build_network(info)
-        if cfg.model.init:
-            init = load_checkpoint(cfg.model.init)
+        if init is not None:
             load_model_weights(model, init["model"], cfg.model.init)
         model.to(device=ctx.device, memory_format=memory_format)
         model = distributed.wrap_model(model, ctx, sync_bn=cfg.model.sync_bn and not cfg.model.freeze_bn)
@@ -195,12 +199,13 @@ def train(cfg: TrainConfig) -> RunResult:
         if phase.phi is not None:
             prior_path = run_dir / "prior.pt"
             if ctx.is_main:
-                save_prior(prior_path, phase.phi, unwrap(model).arch)
+                save_prior(prior_path, phase.phi, unwrap(model).arch, form=cfg.prior.form, init_seed=info["init_seed"])
         metrics = None
         if cfg.data.val and ctx.is_main:
             from training.evaluation import evaluate_model
 
             metrics = evaluate_model(unwrap(model), info, cfg.data.val, run_dir / "eval", device=ctx.device,
+                                     protocol=cfg.data.val_protocol,
                                      image_size=cfg.data.image_size)
         logger.close()
         distributed.barrier(ctx)
