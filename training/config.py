@@ -34,6 +34,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from datasets.atomic import write_text_atomic
+from training.losses import ATT_NORMALIZATIONS, REG_REDUCTIONS
 
 PHASES = ("teacher", "student", "distill", "target")
 REGULARIZERS = ("none", "prior", "prior_l1", "l1", "l2")
@@ -53,6 +55,8 @@ DEVICES = ("auto", "cpu", "cuda")
 #: PCK/AUC threshold range of the end-of-run validation: from the data's source (STB 20-50 mm,
 #: others 0-50 mm) or forced (training.metrics.PCK_RANGES).
 VAL_PROTOCOLS = ("auto", "rhd", "stb")
+BETA_RULES = ("fixed", "paper_product")
+REGULARIZER_APPLICATIONS = ("gradient", "decoupled")
 #: Keys that cannot change a run's weights or metrics: a run directory may be resumed with
 #: other values of these (``training.run_directory``).
 RESULT_NEUTRAL_KEYS = ("out", "progress", "data.workers", "device", "threads", "log_every", "checkpoint_every",
@@ -106,6 +110,15 @@ class DistillConfig:
 
     teacher: str = ""  # frozen teacher checkpoint (a run of phase "teacher")
     lambda_att: float = 1.0e3
+    weight_act: float = 1.0  # weight of L_ACT in L_DIST (paper: 1; 0 = attention transfer only)
+    att_normalization: str = "resolution"  # L_ATT: resolution (λ means what it means at 256 px) | literal (mean over H·W)
+
+
+@dataclass
+class LossConfig:
+    """How L_REG is reduced (training.losses.regression_loss): it sets the balance against L_DIST and what σ, β mean."""
+
+    reg_reduction: str = "mean"  # mean over the 63 numbers | sum = Eq. (1)'s per-sample squared norm (63× mean)
 
 
 @dataclass
@@ -119,6 +132,10 @@ class PriorConfig:
     alpha: float = 0.0  # inner step size; 0 means "the student's learning rate"
     inner_steps: int = 1  # l, the number of unrolled virtual steps
     init: float = 0.0  # φ0
+    # fixed: β as given; paper_product: β = prior.beta_product / Σ_steps α_t, so that φ grows as
+    # far as in the paper (α·β·N = 2.5e-4 · 1e-3 · ~285k steps ≈ 0.071) on a shorter schedule.
+    beta_rule: str = "fixed"
+    beta_product: float = 0.0713  # target Σ_t α_t·β of beta_rule=paper_product
     # Not in the paper: project φ onto φ ≥ 0 after each step so that R(θ;φ) stays a proper
     # (Gaussian / Laplace) prior that only ever pulls weights towards zero.
     nonnegative: bool = False
@@ -131,6 +148,10 @@ class RegularizerConfig:
     kind: str = "none"  # none | prior (Σφθ²) | prior_l1 (Σφ|θ|) | l1 (σΣ|θ|) | l2 (σΣθ²)
     prior: str = ""  # learned prior file (prior.pt of a distill run) for kind prior / prior_l1
     sigma: float = 0.0  # strength of the l1 / l2 baselines
+    # gradient: R's gradient is added to the loss's (paper-literal; Adam then rescales it by 1/√v);
+    # decoupled: after each optimiser step θ ← θ(1 − 2·lr_t·φ) for Σφθ² (θ ← θ − lr_t·φ·sign θ for
+    # Σφ|θ|; σ in place of φ for l2 / l1) — the decay φ was learned for (Algorithm 3), like AdamW.
+    apply: str = "gradient"
 
 
 @dataclass
@@ -152,6 +173,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
@@ -192,6 +214,12 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optim.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     ("optim.max_steps", lambda v: v >= 0, ">= 0 (0 = run all epochs)"),
     ("distill.lambda_att", lambda v: v >= 0, ">= 0"),
+    ("distill.weight_act", lambda v: v >= 0, ">= 0"),
+    ("distill.att_normalization", lambda v: v in ATT_NORMALIZATIONS, f"one of {ATT_NORMALIZATIONS}"),
+    ("loss.reg_reduction", lambda v: v in REG_REDUCTIONS, f"one of {REG_REDUCTIONS}"),
+    ("prior.beta_rule", lambda v: v in BETA_RULES, f"one of {BETA_RULES}"),
+    ("prior.beta_product", lambda v: v > 0, "> 0"),
+    ("regularizer.apply", lambda v: v in REGULARIZER_APPLICATIONS, f"one of {REGULARIZER_APPLICATIONS}"),
     ("prior.algorithm", lambda v: v in META_ALGORITHMS, f"one of {META_ALGORITHMS}"),
     ("prior.form", lambda v: v in PRIOR_FORMS, f"one of {PRIOR_FORMS}"),
     ("prior.beta", lambda v: v > 0, "> 0 (the SGD step of phi)"),
@@ -247,7 +275,10 @@ def valid_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
 def _unknown_key(key: str, where: str) -> ConfigError:
     """The error for an unknown key, with the closest valid names (whole key, then its last part alone)."""
     candidates = valid_keys()
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
+    # keys made of the typed words, in another order or section, first ('distill.learn_prior' -> 'prior.learn')
+    words = set(re.split(r"[._]", key))
+    close = [c for c in candidates if len(set(re.split(r"[._]", c))) > 1 and set(re.split(r"[._]", c)) <= words]
+    close += [c for c in difflib.get_close_matches(key, candidates, n=3, cutoff=0.5) if c not in close]
     leaves = {c.rsplit(".", 1)[-1] for c in candidates}
     for leaf in difflib.get_close_matches(key.rsplit(".", 1)[-1], leaves, n=3, cutoff=0.6):
         close += [c for c in candidates if c.rsplit(".", 1)[-1] == leaf and c not in close]

@@ -16,6 +16,7 @@ computed under ``torch.no_grad()``); see :func:`teacher_features`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,21 +26,40 @@ ATTENTION_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 ACTIVATION_LAYER = "layer4"
 ATTENTION_WEIGHT = 1.0e3  # lambda of Eq. (4), paper Sect. 3
 
+#: L_REG reductions: ``mean`` over batch and the 63 numbers (MSE), or ``sum`` = Eq. (1)'s
+#: per-sample squared norm ``||g(x) - y||^2`` averaged over the batch (63× the mean).
+REG_REDUCTIONS = ("mean", "sum")
+#: L_ATT normalisations: ``resolution`` (default) makes lambda mean at every crop size what it
+#: means at the paper's 256-px crops; ``literal`` is the attention-transfer mean over positions.
+ATT_NORMALIZATIONS = ("resolution", "literal")
+#: Crop size at which the two normalisations agree (paper Sect. 5.1: 256×256 inputs).
+REFERENCE_INPUT_SIZE = 256
+#: Total stride of each ResNet stage (``models.resnet``): a layer-j map of a 256-px crop has
+#: ``(256 / stride_j)²`` positions.
+STAGE_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 
-def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_REG, Eq. (1): ``||g(x) - y||^2`` as the mean squared error over batch and the 63 numbers.
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """L_REG, Eq. (1): ``||g(x) - y||^2``.
 
     Args:
         pred: ``(B, 63)`` network output.
         target: normalised joints ``y = (J - J_root) / scale``, ``(B, 63)`` or ``(B, 21, 3)``.
+        reduction: ``"mean"`` — mean squared error over batch and the 63 numbers;
+            ``"sum"`` — Eq. (1) literally, the per-sample squared norm, averaged over the
+            batch (63× ``"mean"``; it changes the balance against L_DIST and what σ, β mean).
     Returns:
-        scalar ``mean((pred - y)^2)``.
+        scalar.
     """
+    if reduction not in REG_REDUCTIONS:
+        raise ValueError(f"regression_loss: reduction should be one of {REG_REDUCTIONS}, found {reduction!r}")
     if target.shape != pred.shape:
         if target.numel() != pred.numel() or target.shape[0] != pred.shape[0]:
             raise ValueError(f"regression_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} "
                              "do not hold the same number of values per sample")
         target = target.reshape(pred.shape)
+    if reduction == "sum":
+        return (pred - target).pow(2).sum(dim=1).mean()
     return F.mse_loss(pred, target)
 
 
@@ -73,26 +93,45 @@ def attention_map(feat: torch.Tensor) -> torch.Tensor:
 
 
 def attention_loss(student_feats: Mapping[str, torch.Tensor], teacher_feats: Mapping[str, torch.Tensor],
-                   layers: Sequence[str] = ATTENTION_LAYERS) -> torch.Tensor:
+                   layers: Sequence[str] = ATTENTION_LAYERS, normalization: str = "literal") -> torch.Tensor:
     """L_ATT, Eq. (3): ``sum_{j in I} ||A_j(x; f) - A_j(x~; g)||^2`` with normalised maps.
 
-    Attention-transfer convention (Zagoruyko & Komodakis, ICLR 2017): for each layer the
-    squared difference is averaged over batch and the ``H*W`` positions; layers are summed.
+    Each ``||Ā_s − Ā_t||² = 2 − 2cos`` lies in [0, 2] whatever the map size, so the
+    normalisation decides what λ means:
+
+    - ``"literal"`` — attention-transfer convention (Zagoruyko & Komodakis, ICLR 2017): the
+      squared difference averaged over batch and the ``H·W`` positions of each layer, i.e.
+      ``Σ_b ||ΔĀ_b||² / (B·H·W)``; a term then scales as 1/(H·W), so λ = 1e3 weighs 16× more
+      at 64-px crops than at 256 px.
+    - ``"resolution"`` — ``Σ_b ||ΔĀ_b||² / (B·N_j)`` with ``N_j = (256 / stride_j)²`` the number of
+      positions the layer has at the paper's 256-px crops (:data:`STAGE_STRIDES`): equal to
+      ``"literal"`` at 256 px and, at any crop size, λ weighs the bounded per-sample distance as
+      it does there.
+
+    Layers are summed.
 
     Args:
         student_feats, teacher_feats: stage name -> ``(B, C, H, W)``; channels may differ,
             spatial sizes must match.
         layers: the set I of layer pairs (default ``layer1..layer4``).
+        normalization: ``"literal"`` or ``"resolution"`` (:data:`ATT_NORMALIZATIONS`).
     Returns:
         scalar.
     """
+    if normalization not in ATT_NORMALIZATIONS:
+        raise ValueError(f"attention_loss: normalization should be one of {ATT_NORMALIZATIONS}, found {normalization!r}")
     total = None
     for name in layers:
         s, t = student_feats[name], teacher_feats[name]
         if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
             raise ValueError(f"attention_loss: {name} student {tuple(s.shape)} and teacher {tuple(t.shape)} "
                              "need the same batch size and spatial size")
-        term = (attention_map(s) - attention_map(t)).pow(2).mean()
+        squared = (attention_map(s) - attention_map(t)).pow(2)
+        if normalization == "literal":
+            term = squared.mean()
+        else:
+            positions = (REFERENCE_INPUT_SIZE // STAGE_STRIDES[name]) ** 2
+            term = squared.sum() / (squared.shape[0] * positions)
         total = term if total is None else total + term
     if total is None:
         raise ValueError("attention_loss: no layers given")
@@ -102,17 +141,25 @@ def attention_loss(student_feats: Mapping[str, torch.Tensor], teacher_feats: Map
 def distillation_loss(student_feats: Mapping[str, torch.Tensor], teacher_feats: Mapping[str, torch.Tensor],
                       attention_weight: float = ATTENTION_WEIGHT,
                       layers: Sequence[str] = ATTENTION_LAYERS,
-                      activation_layer: str = ACTIVATION_LAYER) -> torch.Tensor:
-    """L_DIST, Eq. (4): ``L_ACT + lambda * L_ATT`` with ``lambda = 1e3`` by default.
+                      activation_layer: str = ACTIVATION_LAYER, *, activation_weight: float = 1.0,
+                      attention_normalization: str = "literal") -> torch.Tensor:
+    """L_DIST, Eq. (4): ``w_act·L_ACT + λ·L_ATT`` with ``w_act = 1``, ``λ = 1e3`` by default.
 
     Args:
         student_feats, teacher_feats: stage name -> ``(B, C, H, W)`` (teacher detached).
-        attention_weight: lambda.
+        attention_weight: λ (0 = L_ACT only).
         layers: attention layer set I of Eq. (3).
         activation_layer: the "last activation map" of Eq. (2).
+        activation_weight: ``w_act``, the weight of L_ACT (1 in the paper; 0 = L_ATT only).
+        attention_normalization: see :func:`attention_loss`.
     """
-    l_act = activation_loss(student_feats[activation_layer], teacher_feats[activation_layer])
-    return l_act + attention_weight * attention_loss(student_feats, teacher_feats, layers)
+    total = torch.zeros((), device=student_feats[activation_layer].device)
+    if activation_weight:
+        total = total + activation_weight * activation_loss(student_feats[activation_layer],
+                                                            teacher_feats[activation_layer])
+    if attention_weight:
+        total = total + attention_weight * attention_loss(student_feats, teacher_feats, layers, attention_normalization)
+    return total
 
 
 def student_objective(pred: torch.Tensor, target: torch.Tensor, student_feats: Mapping[str, torch.Tensor],
@@ -125,6 +172,38 @@ def student_objective(pred: torch.Tensor, target: torch.Tensor, student_feats: M
         student_feats, teacher_feats: stage name -> ``(B, C, H, W)``.
     """
     return regression_loss(pred, target) + distillation_loss(student_feats, teacher_feats, attention_weight)
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The loss scales of one run: how L_REG is reduced and how L_DIST weighs its terms.
+
+    ``regression(pred, y)`` is L_REG (Eq. 1) with ``reg_reduction``; ``distillation(s, t)`` is
+    L_DIST = ``activation_weight·L_ACT + attention_weight·L_ATT`` (Eq. 4) with
+    ``attention_normalization``. Phases and the meta-learner take their losses from one
+    instance (built from the run config by :meth:`from_config`), so the virtual step and the
+    real step optimise the same G.
+    """
+
+    reg_reduction: str = "mean"
+    activation_weight: float = 1.0
+    attention_weight: float = ATTENTION_WEIGHT
+    attention_normalization: str = "literal"
+
+    @classmethod
+    def from_config(cls, cfg) -> "LossTerms":
+        """From a :class:`training.config.TrainConfig` (``loss.reg_reduction``, ``distill.*``)."""
+        return cls(reg_reduction=cfg.loss.reg_reduction, activation_weight=cfg.distill.weight_act,
+                   attention_weight=cfg.distill.lambda_att, attention_normalization=cfg.distill.att_normalization)
+
+    def regression(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return regression_loss(pred, target, self.reg_reduction)
+
+    def distillation(self, student_feats: Mapping[str, torch.Tensor],
+                     teacher_feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return distillation_loss(student_feats, teacher_feats, self.attention_weight,
+                                 activation_weight=self.activation_weight,
+                                 attention_normalization=self.attention_normalization)
 
 
 @torch.no_grad()

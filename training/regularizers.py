@@ -65,6 +65,42 @@ def l1_penalty(params: Mapping[str, torch.Tensor], sigma: float) -> torch.Tensor
     return sigma * _total(p.abs().sum() for p in params.values())
 
 
+def weighted_penalty(params: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor | float],
+                     form: str) -> torch.Tensor:
+    """``Σ_i w_i r(θ_i)`` with ``r = θ²`` (form ``"l2"``) or ``|θ|`` (``"l1"``); ``w`` per parameter
+    a tensor of its shape (the learned φ) or a float (σ of the baselines). Scalar."""
+    value = PRIORS[form][0]
+    if all(isinstance(w, float) for w in weights.values()):
+        sigmas = set(weights.values())
+        if len(sigmas) == 1:  # σ everywhere: the baselines' σ·Σ r(θ)
+            return (l2_penalty if form == "l2" else l1_penalty)(params, sigmas.pop())
+    full = {n: (w if torch.is_tensor(w) else torch.full_like(params[n], w)) for n, w in weights.items()}
+    return value(params, full)
+
+
+@torch.no_grad()
+def decoupled_decay_(params: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor | float], form: str,
+                     lr: float) -> None:
+    """Apply ``Σ w r(θ)`` as a decay beside the optimiser step, in place (Algorithm 3's form).
+
+    ``"l2"``: ``θ ← θ(1 − 2·lr·w)`` — the inner step ``θ̈ = θ(1 − 2αφ) − α∇L_REG`` of Algorithm 3
+    with α = the step's learning rate. ``"l1"``: ``θ ← θ − lr·w·sign(θ)``; where ``w ≥ 0`` this is
+    the soft threshold ``sign(θ)·max(|θ| − lr·w, 0)`` (the proximal step of ``w|θ|``), so a weight
+    shrinks to 0 and stops instead of oscillating around it.
+    """
+    if form not in PRIORS:
+        raise ValueError(f"unknown regulariser form {form!r}; known: {', '.join(sorted(PRIORS))}")
+    for name, theta in params.items():
+        w = weights[name]
+        if form == "l2":
+            theta.mul_(1.0 - 2.0 * lr * w)
+            continue
+        step = lr * w
+        shrunk = theta - step * torch.sign(theta)
+        crossed = torch.sign(shrunk) != torch.sign(theta)
+        theta.copy_(torch.where(crossed & (torch.as_tensor(step) >= 0), torch.zeros_like(theta), shrunk))
+
+
 def _d_square(theta: torch.Tensor) -> torch.Tensor:
     return 2 * theta
 
