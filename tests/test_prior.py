@@ -106,3 +106,71 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
         save_prior(path, init_phi(model, 2.0), model.arch)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["prior.pt"]
+
+
+def test_prior_records_form_architecture_and_init_seed(tmp_path):
+    from training.prior import prior_info
+
+    model = build_model("resnet18", 3, width=4)
+    save_prior(tmp_path / "l1.pt", init_phi(model), model.arch, form="l1", init_seed=7)
+    assert prior_info(tmp_path / "l1.pt") == {"arch": model.arch, "form": "l1", "init_seed": 7}
+    with pytest.raises(PriorError, match="form should be one of"):
+        save_prior(tmp_path / "bad.pt", init_phi(model), model.arch, form="l3")
+    old = {"format": "cmkg-prior", "version": 1, "arch": model.arch, "shapes": {}, "phi": {}}
+    torch.save(old, tmp_path / "v1.pt")  # a prior of the previous version: no form, no seed
+    with pytest.raises(PriorError, match="v1.pt: expected prior version 2, found 1.*rerun the distillation"):
+        read_prior(tmp_path / "v1.pt")
+
+
+@pytest.mark.parametrize("form,kind,seed,message", [
+    ("l2", "prior_l1", 7, r"holds an l2 prior.*regularizer.kind=prior_l1 applies the l1 form; use regularizer.kind=prior"),
+    ("l1", "prior", 7, r"holds an l1 prior.*regularizer.kind=prior applies the l2 form; use regularizer.kind=prior_l1"),
+    ("l2", "prior", 8, r"initialised with seed 7, but this target student is initialised with seed 8.*set seed=7"),
+    ("l1", "prior_l1", 0, r"seed 7.*seed 0"),
+])
+def test_target_refuses_another_form_or_initialisation(tmp_path, form, kind, seed, message):
+    from training.prior import check_prior_fits
+
+    model = build_model("resnet18", 3, width=4)
+    save_prior(tmp_path / "prior.pt", init_phi(model), model.arch, form=form, init_seed=7)
+    with pytest.raises(PriorError, match=message):
+        check_prior_fits(tmp_path / "prior.pt", kind, seed)
+    matching = {"l2": "prior", "l1": "prior_l1"}[form]
+    assert check_prior_fits(tmp_path / "prior.pt", matching, 7)["form"] == form  # the matching use is accepted
+
+
+def test_init_seed_follows_model_init_checkpoints():
+    from training.prior import initialisation_seed
+
+    assert initialisation_seed(4, None) == 4  # a fresh network: drawn from its run's seed
+    assert initialisation_seed(4, {"init_seed": 9}) == 9  # started from a checkpoint: that one's initialisation
+    assert initialisation_seed(4, {"arch": "resnet18"}) is None  # a checkpoint that predates the record
+
+
+def test_distilled_prior_carries_the_student_seed_and_the_target_phase_checks_it(tmp_path):
+    """student (seed 5) → distill from it (own seed 1) → prior.pt says 5; a target with seed 3 is refused."""
+    from tests.training_fixtures import random_checkpoint, tiny_config, tiny_shards
+    from training.checkpoint import load_checkpoint
+    from training.prior import prior_info
+    from training.trainer import train
+
+    shards = tiny_shards(tmp_path / "data", samples=4, seed=0)
+    teacher = random_checkpoint(tmp_path / "teacher.pt", "depth")
+    student = train(tiny_config("student", tmp_path / "student", [shards], ["seed=5", "optim.epochs=1"]))
+    assert load_checkpoint(student.checkpoint)["model_info"]["init_seed"] == 5
+    distill = train(tiny_config("distill", tmp_path / "distill", [shards],
+                                ["seed=1", "optim.epochs=1", f"model.init={student.checkpoint}",
+                                 f"distill.teacher={teacher}", "prior.learn=true", "prior.form=l1"]))
+    assert load_checkpoint(distill.checkpoint)["model_info"]["init_seed"] == 5
+    assert prior_info(distill.prior) == {"arch": {"name": "resnet18", "in_channels": 3, "width": 8, "num_outputs": 63},
+                                         "form": "l1", "init_seed": 5}
+    with pytest.raises(PriorError, match="initialised with seed 5, but this target student is initialised with seed 3"):
+        train(tiny_config("target", tmp_path / "target", [shards],
+                          ["regularizer.kind=prior_l1", f"regularizer.prior={distill.prior}"]))  # tiny_config: seed 3
+    with pytest.raises(PriorError, match="holds an l1 prior"):
+        train(tiny_config("target", tmp_path / "target2", [shards],
+                          ["seed=5", "regularizer.kind=prior", f"regularizer.prior={distill.prior}"]))
+    result = train(tiny_config("target", tmp_path / "target3", [shards],
+                               ["seed=5", "optim.epochs=1", "regularizer.kind=prior_l1",
+                                f"regularizer.prior={distill.prior}"]))
+    assert result.steps == 1
