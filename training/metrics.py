@@ -109,3 +109,26 @@ def denormalize(pred_normalized: np.ndarray, root: np.ndarray, scale: np.ndarray
     """Paper protocol: ``J = ŷ · scale_gt + root_gt`` for ``(N, 21, 3)``, ``(N, 3)``, ``(N,)``."""
     pred_normalized = np.asarray(pred_normalized, np.float64)
     return pred_normalized * np.asarray(scale, np.float64)[:, None, None] + np.asarray(root, np.float64)[:, None, :]
+
+
+def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Each prediction mapped by the similarity transform that best fits it to its ground truth.
+
+    Per sample, ``s, R, t = argmin Σ_j ||s·R·p_j + t − g_j||²`` with R a proper rotation
+    (Umeyama, PAMI 1991: SVD of the centred cross-covariance, the last singular direction
+    flipped when det < 0) — the alignment of FreiHAND's official evaluation
+    (``freihand/utils/eval_util`` "aligned" errors). Shapes ``(N, J, 3), (N, J, 3) → (N, J, 3)``.
+    """
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"pred and gt should both be (N, J, 3), found {pred.shape} and {gt.shape}")
+    mu_p, mu_g = pred.mean(axis=1, keepdims=True), gt.mean(axis=1, keepdims=True)
+    p, g = pred - mu_p, gt - mu_g
+    cross = np.einsum("nji,njk->nik", g, p) / pred.shape[1]  # Σ_gp (N, 3, 3)
+    u, singular, vt = np.linalg.svd(cross)
+    d = np.ones_like(singular)
+    d[:, -1] = np.sign(np.linalg.det(u) * np.linalg.det(vt))
+    rotation = u @ (d[:, :, None] * vt)  # U·diag(d)·Vᵀ
+    var_p = (p ** 2).sum(axis=(1, 2)) / pred.shape[1]
+    scale = (singular * d).sum(axis=1) / np.maximum(var_p, 1e-30)
+    return scale[:, None, None] * np.einsum("nik,njk->nji", rotation, p) + mu_g
