@@ -37,13 +37,32 @@ class OutputError(OSError):
     """The output location cannot be created or written (message already names it)."""
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` keeps the module docstring's layout and shows every option's default."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` keeps the module docstring's layout and shows every option's default.
+
+    ``(default: …)`` is appended unless the help text already states the default; options
+    without a value (``None``) or plain flags (``False``) explain themselves in their help.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+class ToolParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``prog: error: …; see --help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def tool_parser(doc: str, **options) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` described by a tool's docstring, defaults shown in ``--help``."""
-    return argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter, **options)
+    """A :class:`ToolParser` described by a tool's docstring, defaults shown in ``--help``."""
+    return ToolParser(description=doc, formatter_class=HelpFormatter, **options)
 
 
 def add_progress_switch(parser: argparse.ArgumentParser) -> None:
@@ -91,22 +110,29 @@ def describe_os_error(exc: OSError, where: str | Path | None = None) -> str:
 
 
 def require_writable_directory(directory: str | Path, flag: str = "--out") -> Path:
-    """Create ``directory`` if needed and check that a file can be written in it."""
+    """Check that ``directory`` (or, while it does not exist yet, its nearest existing parent,
+    where it would be created) is a directory in which a file can be written. Nothing is left behind."""
     directory = Path(directory)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {directory}: expected a writable directory, found that {existing} is a file")
+    probe = existing / f".write-test-{os.getpid()}"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
         found = _WRITE_FAILURES.get(exc.errno) or exc.strerror or one_line(exc)
-        raise OutputError(f"{flag} {directory}: expected a writable directory, found: {found}") from None
+        where = "" if existing == directory else f" (in {existing}, where it would be created)"
+        raise OutputError(f"{flag} {directory}: expected a writable directory, found: {found}{where}") from None
     return directory
 
 
 @contextlib.contextmanager
 def writing_into(directory: str | Path, flag: str = "--out") -> Iterator[Path]:
-    """Check ``directory`` first; a write failure inside the block becomes one :class:`OutputError` line."""
+    """Check ``directory`` first (:func:`require_writable_directory`); a write failure inside the
+    block (disk full, permissions) becomes one :class:`OutputError` line naming the file or directory."""
     directory = require_writable_directory(directory, flag)
     try:
         yield directory
@@ -152,6 +178,6 @@ def _exit_on_terminate(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds: atomic writes in progress delete their temporary files
 
 
-__all__ = ["run_tool", "tool_parser", "HelpFormatter", "add_progress_switch", "apply_progress_switch",
+__all__ = ["run_tool", "tool_parser", "ToolParser", "HelpFormatter", "add_progress_switch", "apply_progress_switch",
            "positive_int", "require_writable_directory", "writing_into", "describe_os_error", "one_line",
            "quiet_worker_signals", "OutputError", "INTERRUPTED_MESSAGE", "EXIT_INTERRUPTED"]

@@ -73,7 +73,8 @@ class ShardDataset(Dataset):
     extra per-sample arrays such as ``pose_pca`` may be named too). Items: ``rgb`` float
     (3,H,W) in [0, 1], ``depth`` float (1,H,W) metres, ``mask`` float (1,H,W),
     ``joints3d``, ``joints2d``, ``visible``, ``K`` as tensors, plus ``is_left`` (bool
-    tensor; False unless the shard stores it) and ``index`` (int).
+    tensor; False unless the shard stores it) and ``index`` (int); :meth:`locate` tells which
+    shard file holds an index.
     """
 
     def __init__(self, root: str | Path, split: str | None = None, transform: Callable | None = None,
@@ -135,7 +136,13 @@ class ShardDataset(Dataset):
         raw = self.read_raw(index)
         sample = to_sample(raw)
         sample["index"] = int(index) % len(self)
-        return self.transform(sample) if self.transform is not None else sample
+        if self.transform is None:
+            return sample
+        try:
+            return self.transform(sample)
+        except ValueError as exc:  # e.g. no finite joints to crop around: name the file and sample
+            shard, local = self.locate(index)
+            raise ShardError(f"{self.shards[shard][0]}: sample {local}: {exc}") from exc
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -95,6 +95,9 @@ def parse_shard_ranges(text: str, num_shards: int) -> list[int]:
             first, last = int(low), int(high) if high else int(low)
         except ValueError:
             raise SynthError(f"--shards: expected ranges like '3-7,9', found {text!r}") from None
+        if first > last:
+            raise SynthError(f"--shards: range {part.strip()!r} is reversed; expected LOW-HIGH with LOW <= HIGH, "
+                             f"found {first} > {last} (did you mean '{last}-{first}'?)")
         if not 0 <= first <= last < num_shards:
             raise SynthError(f"--shards: range {part.strip()!r} is outside the {num_shards} shards (0-{num_shards - 1})")
         selected.update(range(first, last + 1))
@@ -103,7 +106,9 @@ def parse_shard_ranges(text: str, num_shards: int) -> list[int]:
 
 def job_array_shards(shard_index: int, shard_count: int, num_shards: int) -> list[int]:
     """Shards of job ``shard_index`` out of ``shard_count`` (round robin, so jobs get equal work)."""
-    if shard_count <= 0 or not 0 <= shard_index < shard_count:
+    if shard_count <= 0:
+        raise SynthError(f"--shard-count should be at least 1 (the number of jobs), found {shard_count}")
+    if not 0 <= shard_index < shard_count:
         raise SynthError(f"--shard-index should be in 0…{shard_count - 1} for --shard-count {shard_count}, "
                          f"found {shard_index}")
     return list(range(shard_index, num_shards, shard_count))

@@ -11,7 +11,6 @@ Example:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -19,36 +18,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.cli import (add_progress_switch, apply_progress_switch, positive_int, run_tool, tool_parser,  # noqa: E402
+                        writing_into)
 from render.gl import GLUnavailableError  # noqa: E402
-from render.sampling import SynthConfig  # noqa: E402
-from render.synth import GenerationJob, generate, job_array_shards, parse_shard_ranges, plan_shards  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None):
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", required=True, type=Path, help="dataset directory (created if missing)")
-    parser.add_argument("--num", type=int, default=50000, help="number of samples (default 50000)")
-    parser.add_argument("--seed", type=int, default=0, help="global seed (default 0)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
-    parser.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
+    parser.add_argument("--num", type=positive_int, default=50000, help="number of samples")
+    parser.add_argument("--seed", type=int, default=0, help="global seed")
+    parser.add_argument("--workers", type=positive_int, default=1, help="worker processes")
+    parser.add_argument("--shard-size", type=positive_int, default=1000, help="samples per shard")
+    parser.add_argument("--size", type=positive_int, default=256, help="image size in pixels")
     parser.add_argument("--backgrounds", help="folder of background images (default: procedural backgrounds)")
     parser.add_argument("--skin-texture", help="image whose colours replace the skin palette")
     parser.add_argument("--mano", help="MANO_RIGHT.pkl/.npz (default: the embedded open hand)")
-    parser.add_argument("--shards", help="render only these shards, e.g. '3-7,9'")
-    parser.add_argument("--shard-index", type=int, help="this job's index in a job array (with --shard-count)")
-    parser.add_argument("--shard-count", type=int, help="number of jobs in the job array")
+    parser.add_argument("--shards", help="render only these shards, e.g. '3-7,9' (default: all)")
+    parser.add_argument("--shard-index", type=int, help="this job's index in a job array, 0 … count-1 (with --shard-count)")
+    parser.add_argument("--shard-count", type=positive_int, help="number of jobs in the job array")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SynthConfig field, VALUE as JSON, e.g. --set margin=0.1 "
-                             "--set 'pose_range=[-1.5,1.5]' (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+                             "--set 'pose_range=[-1.5,1.5]' --set background_families=noise,stripes (repeatable)")
+    add_progress_switch(parser)
     args = parser.parse_args(argv)
     if (args.shard_index is None) != (args.shard_count is None):
         parser.error("--shard-index and --shard-count go together")
     if args.shards is not None and args.shard_index is not None:
         parser.error("use either --shards or --shard-index/--shard-count, not both")
-    if args.workers < 1:
-        parser.error(f"--workers should be at least 1, found {args.workers}")
     return args
 
 
@@ -66,28 +63,33 @@ def parse_overrides(items: list[str]) -> dict:
     return values
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    try:
-        overrides = dict(image_size=args.size, backgrounds=args.backgrounds, skin_texture=args.skin_texture)
-        overrides.update(parse_overrides(args.set))
-        config = SynthConfig.from_dict(overrides)
-        num_shards = len(plan_shards(args.num, args.shard_size))
-        shards = None
-        if args.shards is not None:
-            shards = parse_shard_ranges(args.shards, num_shards)
-        elif args.shard_index is not None:
-            shards = job_array_shards(args.shard_index, args.shard_count, num_shards)
-        command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
-        job = GenerationJob(out=args.out, num=args.num, seed=args.seed, shard_size=args.shard_size,
-                            workers=args.workers, config=config, mano=args.mano, shards=shards, command=command)
-        manifest = generate(job, progress_bar=not args.no_progress)
-    except (ValueError, FileNotFoundError, GLUnavailableError) as exc:
-        # SynthError, BackgroundError, DatasetError/ShardError and bad config values are ValueErrors.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    show_progress = apply_progress_switch(args)
+    from render.sampling import SynthConfig
+    from render.synth import GenerationJob, generate, job_array_shards, parse_shard_ranges, plan_shards
+
+    overrides = dict(image_size=args.size, backgrounds=args.backgrounds, skin_texture=args.skin_texture)
+    overrides.update(parse_overrides(args.set))
+    config = SynthConfig.from_dict(overrides)
+    num_shards = len(plan_shards(args.num, args.shard_size))
+    shards = None
+    if args.shards is not None:
+        shards = parse_shard_ranges(args.shards, num_shards)
+    elif args.shard_index is not None:
+        shards = job_array_shards(args.shard_index, args.shard_count, num_shards)
+    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
+    job = GenerationJob(out=args.out, num=args.num, seed=args.seed, shard_size=args.shard_size,
+                        workers=args.workers, config=config, mano=args.mano, shards=shards, command=command)
+    with writing_into(args.out):
+        manifest = generate(job, progress_bar=show_progress)
     print(f"{args.out}: {manifest.get('num_samples', 0)} samples in {len(manifest['shards'])} shards")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SynthError, BackgroundError, ShardError, ManoFileError and bad config values are ValueErrors.
+    return run_tool(_main, argv, extra_errors=(GLUnavailableError,))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ and interruptions do not change the samples.
 """
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -61,6 +62,10 @@ class ResumableSampler(Sampler[int]):
             order = order[: self.batches_per_epoch * self.batch_size * self.world_size]
         return order[self.rank :: self.world_size]
 
+    def batch_indices(self, batch: int) -> list[int]:
+        """Dataset indices of batch ``batch`` (counted from the epoch's start) of this process."""
+        return [int(i) for i in self._indices()[batch * self.batch_size : (batch + 1) * self.batch_size]]
+
     def __iter__(self) -> Iterator[int]:
         indices = self._indices()[self.start_batch * self.batch_size :]
         return iter(int(i) for i in indices)
@@ -78,11 +83,12 @@ def shard_datasets(directories: Sequence[str | Path], transform_for: Callable[[i
 
 
 def batched_datasets(directories: Sequence[str | Path], transform_for: Callable[[int], Callable],
-                     warp_in_worker: bool) -> tuple[Dataset, BatchTransform]:
+                     warp_in_worker: bool, keep_rgb: bool = True) -> tuple[Dataset, BatchTransform]:
     """:func:`shard_datasets` delivering compact samples, and the batch transform that finishes them
-    (:mod:`datasets.batch_transform`); every directory must need the same one."""
+    (:mod:`datasets.batch_transform`); every directory must need the same one. ``keep_rgb``: also
+    deliver ``rgb`` in [0, 1] (evaluation shows it; the training phases read only ``rgb_input``)."""
     dataset = shard_datasets(directories, transform_for)
-    parts = [CompactSamples(part, warp_in_worker)
+    parts = [CompactSamples(part, warp_in_worker, keep_rgb)
              for part in (dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset])]
     finishing = {repr(part.batch_transform) for part in parts}
     if len(finishing) > 1:
@@ -119,6 +125,51 @@ def _collate(samples: list[dict]) -> dict:
     return batch
 
 
+def sample_sources(dataset: Dataset, indices: Sequence[int]) -> tuple[list[str], list[int]]:
+    """The shard file and the index inside it of each dataset index (through ``ConcatDataset``
+    and wrappers such as ``CompactSamples`` that keep their ``ShardDataset`` as ``.shards``)."""
+    from datasets.shards import ShardDataset
+
+    shards, samples = [], []
+    for index in indices:
+        part, local = dataset, int(index)
+        if isinstance(part, ConcatDataset):
+            k = bisect.bisect_right(part.cumulative_sizes, local)
+            local -= part.cumulative_sizes[k - 1] if k else 0
+            part = part.datasets[k]
+        while not isinstance(part, ShardDataset):
+            part = part.shards
+        shard, inside = part.locate(local)
+        shards.append(str(part.shards[shard][0]))
+        samples.append(inside)
+    return shards, samples
+
+
+def describe_samples(shards: Sequence[str], samples: Sequence[int], limit: int = 6) -> str:
+    """``"shard-000003.h5 samples [4, 17]; shard-000007.h5 sample [2]"``: where batch items came from."""
+    by_shard: dict[str, list[int]] = {}
+    for shard, sample in zip(shards, samples):
+        by_shard.setdefault(str(shard), []).append(int(sample))
+    parts = []
+    for shard, indices in list(by_shard.items())[:limit]:
+        shown = ", ".join(map(str, sorted(indices)[:limit])) + (", …" if len(indices) > limit else "")
+        parts.append(f"{shard} sample{'s' if len(indices) > 1 else ''} [{shown}]")
+    more = len(by_shard) - limit
+    return "; ".join(parts) + (f"; and {more} more shard(s)" if more > 0 else "")
+
+
+def verify_shard_checksums(directories: Sequence[str | Path]) -> tuple[int, int]:
+    """Check every shard of ``directories`` against its manifest SHA-256 (once per run, main process);
+    returns ``(shards, bytes)`` checked, or raises ``ShardError`` naming the bad shard and the manifest."""
+    from datasets.shard_format import verify_checksums
+
+    shards = size = 0
+    for directory in dict.fromkeys(str(d) for d in directories):
+        counted, nbytes = verify_checksums(directory)
+        shards, size = shards + counted, size + nbytes
+    return shards, size
+
+
 def training_loader(directories: Sequence[str | Path], *, image_size: int, augment: bool, batch_size: int,
                     seed: int, workers: int, rank: int = 0, world_size: int = 1,
                     pin_memory: bool = False, device: torch.device | str | None = None,
@@ -135,7 +186,7 @@ def training_loader(directories: Sequence[str | Path], *, image_size: int, augme
     device = torch.device(device if device is not None else ("cuda" if pin_memory else "cpu"))
     dataset, finish = batched_datasets(
         directories, lambda k: training_transform(size=image_size, augment=augment, seed=seed + _SEED_STRIDE * k),
-        warp_in_worker=device.type != "cuda")
+        warp_in_worker=device.type != "cuda", keep_rgb=False)
     sampler = ResumableSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate_compact, pin_memory=pin_memory, drop_last=True,

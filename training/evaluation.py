@@ -14,30 +14,60 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from common.progress import Progress
 from datasets.atomic import atomic_write, write_text_atomic
+from datasets.errors import DatasetError
 from datasets.geometry import project
 from datasets.joints import BONE_INDICES
 from training.checkpoint import load_checkpoint, load_model_weights
-from training.data import evaluation_loader
-from training.metrics import compute_metrics, denormalize, joint_errors
+from training.data import describe_samples, evaluation_loader, sample_sources, verify_shard_checksums
+from training.metrics import compute_metrics, denormalize, joint_errors, procrustes_align
 from training.phases import build_network, input_key
 from training.protocols import choose_pck_range
+
+
+class NonFiniteValueError(DatasetError):
+    """A label or a prediction of the evaluation is NaN or infinite (the message names the samples)."""
+
+
+def check_finite(values: Mapping[str, np.ndarray], what: str, dataset, first: int) -> None:
+    """Raise :class:`NonFiniteValueError` naming the shard and sample of every non-finite entry of ``values``
+    (rows of the batch whose first item is dataset index ``first``).
+
+    Non-finite values are never averaged into the metrics (they would make every metric NaN
+    and ``metrics.json`` invalid JSON); the evaluation stops instead, naming where they are.
+    """
+    for name, value in values.items():
+        bad = ~np.isfinite(np.asarray(value, np.float64).reshape(len(value), -1)).all(axis=1)
+        if bad.any():
+            where = describe_samples(*sample_sources(dataset, (first + np.flatnonzero(bad)).tolist()))
+            raise NonFiniteValueError(f"{where}: {what} '{name}' is NaN or infinite; expected finite values "
+                                      f"({int(bad.sum())} sample(s) of this batch)")
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, modality: str, device: torch.device,
             progress: bool = True) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``loader``; joints in metres, de-normalised with the ground-truth root and scale."""
+    """Run ``model`` over ``loader``; joints in metres, de-normalised with the ground-truth root and scale.
+
+    Raises :class:`NonFiniteValueError` at the first NaN/inf label or prediction, naming its shard and sample.
+    """
     model.eval().to(device)
     key = input_key(modality)
     out: dict[str, list] = {"pred": [], "gt": [], "visible": [], "K": [], "index": [], "rgb": []}
-    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+    bar = Progress(len(loader), "evaluate", unit="batch", enabled=progress)
+    first = 0  # dataset index of the batch's first sample (the loader keeps the dataset's order)
+    for batch in loader:
         if key not in batch:
             raise ValueError(f"the evaluation data has no '{key}' (the network reads {modality}); "
                              f"found keys {sorted(batch)}")
+        labels = {k: batch[k].cpu().numpy() for k in ("joints3d", "root", "scale")}
+        check_finite(labels, "the label", loader.dataset, first)
         normalized = model(batch[key].to(device))["pred"].float().cpu().numpy().reshape(-1, 21, 3)
+        check_finite({"pred": normalized}, "the network's prediction", loader.dataset, first)
+        first += len(normalized)
+        bar.update(1)
         out["pred"].append(denormalize(normalized, batch["root"].numpy(), batch["scale"].numpy()))
         out["gt"].append(batch["joints3d"].numpy().astype(np.float64))
         out["visible"].append(batch["visible"].numpy())
@@ -45,6 +75,7 @@ def predict(model: torch.nn.Module, loader, modality: str, device: torch.device,
         out["index"].append(batch["index"].numpy())
         if sum(len(r) for r in out["rgb"]) < 16:  # keep a few images for the grid only
             out["rgb"].append(batch["rgb"].numpy())
+    bar.close()
     if not out["pred"]:
         raise ValueError("the evaluation data is empty")
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -111,25 +142,35 @@ def _save_figure(fig, path: str | Path) -> Path:
 def evaluate_model(model: torch.nn.Module, info: Mapping, data: Sequence[str | Path], out_dir: str | Path, *,
                    device: torch.device | str = "cpu", image_size: int | None = None, t_min: float | None = None,
                    t_max: float | None = None, protocol: str = "auto", steps: int = 20, batch_size: int = 32, visible_only: bool = False,
-                   workers: int = 0, label: str = "model") -> dict:
-    """Evaluate and write ``metrics.json``, ``pck.png`` and ``predictions.png`` into ``out_dir``."""
+                   workers: int = 0, label: str = "model", verify: bool = True, progress: bool = True) -> dict:
+    """Evaluate and write ``metrics.json``, ``pck.png`` and ``predictions.png`` into ``out_dir``.
+
+    ``verify`` checks every shard against its manifest SHA-256 first (the trainer, which
+    checked them at the start of the run, passes ``False``).
+    """
     out_dir = Path(out_dir)
     # AUC range: from the data's source (STB 20-50 mm, others 0-50 mm) unless protocol / t_min / t_max say otherwise
     pck = choose_pck_range(data, protocol, t_min, t_max)
     (t_min, t_max), protocol = pck["pck_range_mm"], pck["protocol"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if verify:
+        verify_shard_checksums(data)
     size = int(image_size or info.get("image_size", 256))
     loader = evaluation_loader(data, image_size=size, batch_size=batch_size, workers=workers)
-    predictions = predict(model, loader, info["modality"], torch.device(device))
+    predictions = predict(model, loader, info["modality"], torch.device(device), progress=progress)
     errors_mm = joint_errors(predictions["pred"], predictions["gt"]) * 1000.0
     visible = predictions["visible"] if visible_only else None
     metrics = compute_metrics(errors_mm, visible, t_min=t_min, t_max=t_max, steps=steps).to_dict()
+    # Procrustes-aligned errors (similarity transform per sample, as FreiHAND's official evaluation)
+    aligned_mm = joint_errors(procrustes_align(predictions["pred"], predictions["gt"]), predictions["gt"]) * 1000.0
+    aligned = compute_metrics(aligned_mm, visible, t_min=t_min, t_max=t_max, steps=steps)
+    metrics.update({"pa_epe_mean_mm": aligned.epe_mean, "pa_epe_median_mm": aligned.epe_median, "pa_auc": aligned.auc})
     metrics.update({"data": [str(d) for d in data], "image_size": size, "visible_only": visible_only,
                     "pck_protocol": protocol, "pck_range_reason": pck["reason"],
                     "protocol": "prediction de-normalised with the ground-truth root (wrist) and scale "
                                 "(middle MCP-PIP bone); errors in mm",
                     "model": {k: v for k, v in info.items() if k != "input_normalization"}})
-    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     plot_pck({label: metrics}, out_dir / "pck.png")
     plot_predictions(predictions, out_dir / "predictions.png")
     return metrics

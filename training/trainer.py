@@ -26,13 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from common.progress import Progress
+from datasets.errors import DatasetError
 from datasets.transforms import input_normalization_config
 from training import distributed
 from training.checkpoint import load_checkpoint, load_model_weights, restore_training_state, save_checkpoint, unwrap
 from training.config import TrainConfig, save_config
-from training.data import require_keys, set_transform_epoch, training_loader
+from training.data import (describe_samples, require_keys, sample_sources, set_transform_epoch, training_loader,
+                           verify_shard_checksums)
 from training.logging import RunLogger
 from training.phases import PHASE_CLASSES, build_network
 from training.prior import initialisation_seed, save_prior
@@ -103,6 +105,15 @@ def train(cfg: TrainConfig) -> RunResult:
         if cfg.data.val:  # the validation's AUC range comes from the data's source: fail now, not after training
             choose_pck_range(cfg.data.val, cfg.data.val_protocol)
         per_epoch = sampler.batches_per_epoch
+        # Every shard against its manifest SHA-256, once, on rank 0 (the others wait for its verdict).
+        damaged = None
+        if ctx.is_main:
+            try:
+                verify_shard_checksums(list(cfg.data.train) + list(cfg.data.val or []))
+            except DatasetError as exc:
+                damaged = exc
+        if distributed.any_true(damaged is not None, ctx):
+            raise damaged or DatasetError("rank 0 found a shard that does not match its manifest checksum")
         total_steps = cfg.optim.epochs * per_epoch
         if cfg.optim.max_steps:
             total_steps = min(total_steps, cfg.optim.max_steps)
@@ -135,7 +146,8 @@ def train(cfg: TrainConfig) -> RunResult:
         else:
             optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim.schedule, total_steps))
-        phase = PHASE_CLASSES[cfg.phase](cfg, model, optimizer, ctx, memory_format, autocast)
+        phase = PHASE_CLASSES[cfg.phase](cfg, model, optimizer, ctx, memory_format, autocast,
+                                           total_steps=total_steps)
         require_keys(loader.dataset, phase.needs, cfg.data.train, f"phase {cfg.phase}")
 
         # Step 6: resume.
@@ -156,8 +168,8 @@ def train(cfg: TrainConfig) -> RunResult:
             distributed.barrier(ctx)
 
         # Step 7: the loop.
-        progress = tqdm(total=total_steps, initial=step, desc=f"{cfg.phase}", unit="step",
-                        disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True)
+        progress = Progress(total_steps, f"{cfg.phase}", unit="step", initial=step,
+                            enabled=cfg.progress and ctx.is_main)
         final_loss = float("nan")
         while step < total_steps:
             epoch, offset = divmod(step, per_epoch)
@@ -171,10 +183,13 @@ def train(cfg: TrainConfig) -> RunResult:
                 loss, scalars = phase.loss(batch)
                 if distributed.any_true(not torch.isfinite(loss).item(), ctx):
                     kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                    where = describe_samples(*sample_sources(loader.dataset,
+                                                             sampler.batch_indices(step - epoch * per_epoch)))
+                    share = " (this process's share of the global batch)" if ctx.distributed else ""
                     raise NonFiniteLossError(
                         f"phase {cfg.phase}: the loss became non-finite ({loss.item()}) at epoch {epoch}, "
-                        f"step {step}; stopping without updating the weights; {kept}. "
-                        "Try a lower optim.lr or check the data.")
+                        f"step {step}, on the batch of {where}{share}; stopping without updating the weights; "
+                        f"{kept}. Try a lower optim.lr or check those samples.")
                 # 7b: backward and update (θ, and φ when it is meta-learned).
                 scalars.update(phase.update(batch, loss))
                 scheduler.step()
@@ -206,7 +221,7 @@ def train(cfg: TrainConfig) -> RunResult:
 
             metrics = evaluate_model(unwrap(model), info, cfg.data.val, run_dir / "eval", device=ctx.device,
                                      protocol=cfg.data.val_protocol,
-                                     image_size=cfg.data.image_size)
+                                     image_size=cfg.data.image_size, verify=False, progress=cfg.progress)
         logger.close()
         distributed.barrier(ctx)
         return RunResult(run_dir=run_dir, checkpoint=final, steps=step, final_loss=final_loss, prior=prior_path,
