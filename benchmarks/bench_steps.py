@@ -1,14 +1,20 @@
 """Time one training iteration of each kind on one fixed batch and write a table to docs/.
 
 Kinds: plain student step (L_REG), distillation step (G = L_REG + L_DIST, Eq. 8), meta step with
-Algorithm 1 (exact, second order) and with the supplement's efficient algorithm. Every kind ends
-with an Adam step, as in training. Repetitions are interleaved (kind A, B, C, D, A, B, ...) so
-that load from other processes on a shared machine hits all kinds alike; medians are reported.
+Algorithm 1 (exact, second order), with the supplement's efficient algorithm and first order
+(``training.meta``). Every kind ends with an Adam step, as in training. Repetitions are
+interleaved (kind A, B, C, D, E, A, B, ...) so that load from other processes on a shared
+machine hits all kinds alike; medians are reported, as ratios to the distillation step
+measured in the same run.
 
 Example::
 
     python benchmarks/bench_steps.py --model resnet18 --width 16 --batch 32 --size 128 \
-        --repeats 7 --out docs/step_benchmark.md
+        --repeats 7 --out docs/step_benchmark.md --json docs/step_benchmark.json
+
+JSON: ``{"ratio": {"student", "distill": 1.0, "exact", "efficient", "first_order"}`` (median
+wall time / the distillation step's), ``ratio_cpu`` (the same from process CPU time),
+``median_wall_s``, ``median_cpu_s``, ``settings`` and ``environment`` (load average).
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from benchmarks.results_json import JSON_HELP, environment, write_json  # noqa: E402
+from datasets.atomic import write_text_atomic  # noqa: E402
 from models import build_model  # noqa: E402
 from training.losses import regression_loss  # noqa: E402
 from training.meta import MetaPriorLearner, distillation_step  # noqa: E402
@@ -41,13 +49,25 @@ def _parse(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="markdown file to write (default: print only)")
+    parser.add_argument("--out", default=None, help="markdown file to append the table to (default: print only)")
+    parser.add_argument("--json", default=None, metavar="PATH", help=JSON_HELP)
     return parser.parse_args(argv)
 
 
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+META_KINDS = ("exact", "efficient", "first_order")
+BASE = "distill"
+
+
+def labels(inner_steps: int) -> dict[str, str]:
+    """Table label of each kind."""
+    return {"student": "plain student step (L_REG)", "distill": "distillation step (G)",
+            "exact": f"Algorithm 1, exact (l={inner_steps})", "efficient": f"Algorithm 3, efficient (l={inner_steps})",
+            "first_order": f"first order (l={inner_steps})"}
 
 
 def build_steps(args):
@@ -62,7 +82,7 @@ def build_steps(args):
     optimizer = torch.optim.Adam(student.parameters(), lr=2.5e-4)
     learners = {algorithm: MetaPriorLearner(student, teacher, init_phi(student), alpha=2.5e-4, beta=1e-3,
                                             inner_steps=args.inner_steps, algorithm=algorithm)
-                for algorithm in ("exact", "efficient")}
+                for algorithm in META_KINDS}
 
     def plain():
         regression_loss(student(rgb)["pred"], target).backward()
@@ -77,13 +97,11 @@ def build_steps(args):
             optimizer.step()
         return run
 
-    return {
-        "plain student step (L_REG)": with_adam(plain),
-        "distillation step (G)": with_adam(distill),
-        f"Algorithm 1, exact (l={args.inner_steps})": with_adam(lambda: learners["exact"].step(rgb, depth, target)),
-        f"Algorithm 3, efficient (l={args.inner_steps})":
-            with_adam(lambda: learners["efficient"].step(rgb, depth, target)),
-    }
+    def meta(algorithm):
+        return with_adam(lambda: learners[algorithm].step(rgb, depth, target))
+
+    return {"student": with_adam(plain), "distill": with_adam(distill),
+            **{algorithm: meta(algorithm) for algorithm in META_KINDS}}
 
 
 def measure(steps, repeats, warmup, device):
@@ -105,22 +123,32 @@ def measure(steps, repeats, warmup, device):
     return times
 
 
-def table(args, times):
+def summarize(times) -> dict:
+    """Medians and ratios to the distillation step (wall and CPU time)."""
     wall = {kind: statistics.median(t["wall"]) for kind, t in times.items()}
     cpu = {kind: statistics.median(t["cpu"]) for kind, t in times.items()}
-    base = "distillation step (G)"
+    return {"median_wall_s": wall, "median_cpu_s": cpu,
+            "ratio": {kind: wall[kind] / wall[BASE] for kind in times},
+            "ratio_cpu": {kind: cpu[kind] / cpu[BASE] for kind in times}}
+
+
+def table(args, summary, load_before) -> str:
+    load_after = os.getloadavg()
     lines = [
         f"Settings: {args.model}, width {args.width}, batch {args.batch}, input {args.size}x{args.size}, "
         f"l = {args.inner_steps}, device {args.device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-        f"{args.repeats} interleaved repetitions after {args.warmup} warm-up, {datetime.date.today().isoformat()}.",
+        f"{args.repeats} interleaved repetitions after {args.warmup} warm-up, {datetime.date.today().isoformat()}; "
+        f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after "
+        f"on {os.cpu_count()} CPUs.",
         "",
         "| step | median wall s | ratio (wall) | median CPU s | ratio (CPU) |",
         "|---|---|---|---|---|",
     ]
-    for kind in times:
-        lines.append(f"| {kind} | {wall[kind]:.3f} | {wall[kind] / wall[base]:.2f} | "
-                     f"{cpu[kind]:.3f} | {cpu[kind] / cpu[base]:.2f} |")
+    names = labels(args.inner_steps)
+    for kind in summary["ratio"]:
+        lines.append(f"| {names[kind]} | {summary['median_wall_s'][kind]:.3f} | {summary['ratio'][kind]:.2f} | "
+                     f"{summary['median_cpu_s'][kind]:.3f} | {summary['ratio_cpu'][kind]:.2f} |")
     return "\n".join(lines)
 
 
@@ -129,12 +157,17 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    result = table(args, measure(build_steps(args), args.repeats, args.warmup, device))
+    load_before = os.getloadavg()
+    summary = summarize(measure(build_steps(args), args.repeats, args.warmup, device))
+    result = table(args, summary, load_before)
     print(result)
+    command = "python benchmarks/bench_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.out:
-        command = "python benchmarks/bench_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(args.out, "a") as f:
-            f.write(f"\n### `{command}`\n\n{result}\n")
+        previous = open(args.out).read() if os.path.exists(args.out) else ""
+        write_text_atomic(args.out, f"{previous}\n### `{command}`\n\n{result}\n")
+    if args.json:
+        write_json(args.json, {**summary, "command": command, "settings": vars(args),
+                               "environment": environment(load_before)})
 
 
 if __name__ == "__main__":

@@ -318,7 +318,7 @@ def test_first_order_error_shrinks_linearly_with_alpha_on_a_conv_net_with_batchn
 
     This width-2 network on a batch of 3 is stiff (error ~ 200 alpha, ReLU kinks crossed above
     alpha ~ 1e-4), so the linear regime is checked at alpha = 1e-5 and 1e-6; the benchmark
-    (benchmarks/first_order_agreement.py) measures the agreement at the real alpha = 2.5e-4.
+    (benchmarks/bench_first_order_agreement.py) measures the agreement at the real alpha = 2.5e-4.
     """
     student, teacher, batch = _conv_problem()
     phi = _random_phi(student)
