@@ -44,7 +44,9 @@ _SCALE_FROM, _SCALE_TO = (joint_index(name) for name in SCALE_BONE)
 _LUMA = (0.299, 0.587, 0.114)
 #: Keys of a compact sample that are stacked as they are (the images may need padding).
 _PLAN_KEYS = ("joints3d", "joints2d", "visible", "K", "plan_M", "plan_K", "plan_R", "plan_colour", "plan_size",
-              "index")
+              "index", "shard_sample")
+#: Keys the batch transform passes through unchanged: the index and where each sample is stored.
+_PASSED_KEYS = ("index", "shard", "shard_sample")
 
 
 def split_compose(compose: Compose) -> tuple[list[GeometricTransform], bool, float | None]:
@@ -107,21 +109,34 @@ def compact_sample(raw: dict, index: int, geometric: list[GeometricTransform], w
     return out
 
 
+def _batch_tensor(shape: tuple, dtype: np.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """An empty batch tensor and its numpy view; in a DataLoader worker it lives in shared memory
+    already (as ``default_collate`` does it), so passing it to the main process copies nothing more."""
+    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    if torch.utils.data.get_worker_info() is None:
+        tensor = torch.empty(shape, dtype=torch_dtype)
+    else:
+        tensor = torch.empty(0, dtype=torch_dtype)
+        storage = tensor.untyped_storage()._new_shared(int(np.prod(shape)) * tensor.element_size())
+        tensor = tensor.new(storage).view(shape)
+    return tensor, tensor.numpy()
+
+
 def collate_compact(samples: list[dict]) -> dict[str, torch.Tensor]:
     """Stack compact samples; unwarped images of different sizes are zero-padded (= outside the image)."""
-    batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in _PLAN_KEYS}
-    for key in ("rgb8", "depth16"):
+    batch = {"shard": [s["shard"] for s in samples]} if "shard" in samples[0] else {}
+    for key in _PLAN_KEYS + ("rgb8", "depth16"):
         if key not in samples[0]:
             continue
-        shapes = {s[key].shape for s in samples}
-        if len(shapes) == 1:
-            batch[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
+        arrays = [s[key] for s in samples]
+        shape = tuple(max(sizes) for sizes in zip(*(a.shape for a in arrays)))
+        batch[key], out = _batch_tensor((len(arrays),) + shape, arrays[0].dtype)
+        if all(a.shape == shape for a in arrays):
+            np.stack(arrays, out=out)
             continue
-        height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
-        padded = np.zeros((len(samples), height, width) + samples[0][key].shape[2:], samples[0][key].dtype)
-        for row, s in enumerate(samples):
-            padded[row, : s[key].shape[0], : s[key].shape[1]] = s[key]
-        batch[key] = torch.from_numpy(padded)
+        out[...] = 0
+        for row, a in enumerate(arrays):
+            out[(row,) + tuple(slice(0, n) for n in a.shape)] = a
     return batch
 
 
@@ -133,12 +148,13 @@ class CompactSamples(Dataset):
     ``batch_transform`` (a :class:`BatchTransform` matching ``warp_in_worker``).
     """
 
-    def __init__(self, shards, warp_in_worker: bool = True):
+    def __init__(self, shards, warp_in_worker: bool = True, keep_rgb: bool = True):
         if not isinstance(getattr(shards, "transform", None), Compose):
             raise ValueError(f"{shards}: batched loading needs a Compose transform, found {shards.transform!r}")
         self.shards, self.warp_in_worker = shards, bool(warp_in_worker)
         self.geometric, target, cube = split_compose(shards.transform)
-        self.batch_transform = BatchTransform(target=target, cube_half_size=cube, warped=self.warp_in_worker)
+        self.batch_transform = BatchTransform(target=target, cube_half_size=cube, warped=self.warp_in_worker,
+                                              keep_rgb=keep_rgb)
         self._threads_set_in: int | None = None
 
     @property
@@ -155,7 +171,10 @@ class CompactSamples(Dataset):
             cv2.setNumThreads(1)  # one core per worker, like torch in DataLoader workers
             self._threads_set_in = os.getpid()
         raw = self.shards.read_raw(index)
-        return compact_sample(raw, int(index) % len(self), self.geometric, self.warp_in_worker)
+        sample = compact_sample(raw, int(index) % len(self), self.geometric, self.warp_in_worker)
+        shard, local = self.shards.locate(index)  # provenance, as ShardDataset items carry it
+        sample["shard"], sample["shard_sample"] = str(self.shards.shards[shard][0]), np.int64(local)
+        return sample
 
     def preview(self, index: int = 0) -> dict[str, torch.Tensor]:
         """Sample ``index`` as the batch transform delivers it (a batch of one): what the phases see."""
@@ -183,8 +202,10 @@ class BatchTransform:
       the output become invisible; target ``(J − J_root) / ‖J_pip − J_mcp‖`` (middle finger).
     """
 
-    def __init__(self, target: bool = True, cube_half_size: float | None = None, warped: bool = True):
+    def __init__(self, target: bool = True, cube_half_size: float | None = None, warped: bool = True,
+                 keep_rgb: bool = True):
         self.target, self.cube_half_size, self.warped = bool(target), cube_half_size, bool(warped)
+        self.keep_rgb = bool(keep_rgb) or cube_half_size is None  # without inputs, rgb is the image delivered
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         height, width = (int(v) for v in batch["plan_size"][0].tolist())
@@ -192,11 +213,9 @@ class BatchTransform:
         M_inverse = torch.linalg.inv(M)
         out = self._geometry(batch, M, height, width)
         grid = None if self.warped else _sampling_grid(M_inverse, height, width, *batch["rgb8"].shape[1:3])
-        out["rgb"] = self._colour(batch, grid)
-        if self.cube_half_size is not None:
-            out["rgb_input"] = _normalise_rgb(out["rgb"])
-            if "depth16" in batch:
-                out["depth_input"] = self._depth(batch, grid, M_inverse, out["joints3d"], height, width)
+        out.update(self._rgb(batch, grid))
+        if self.cube_half_size is not None and "depth16" in batch:
+            out["depth_input"] = self._depth(batch, grid, M_inverse, out["joints3d"], height, width)
         return out
 
     def _geometry(self, batch, M, height, width) -> dict[str, torch.Tensor]:
@@ -207,7 +226,8 @@ class BatchTransform:
         inside = ((uv[..., 0] >= -0.5) & (uv[..., 0] <= width - 0.5) & (uv[..., 1] >= -0.5)
                   & (uv[..., 1] <= height - 0.5))
         out = {"joints3d": joints, "joints2d": uv.float(), "visible": batch["visible"].bool() & inside,
-               "K": batch["plan_K"].float(), "index": batch["index"]}
+               "K": batch["plan_K"].float()}
+        out.update({k: batch[k] for k in _PASSED_KEYS if k in batch})
         if self.target:
             joints64 = joints.to(torch.float64)
             root = joints64[:, _ROOT]
@@ -221,58 +241,97 @@ class BatchTransform:
             out["root"], out["scale"] = root.float(), scale.float()
         return out
 
-    def _colour(self, batch, grid) -> torch.Tensor:
-        """``rgb`` (B, 3, H, W) float in [0, 1]: warped (unless done), colour-jittered."""
-        rgb = batch["rgb8"].permute(0, 3, 1, 2)
+    def _rgb(self, batch, grid) -> dict[str, torch.Tensor]:
+        """``rgb`` (B, 3, H, W) in [0, 1] (warped unless done, colour-jittered) and/or ``rgb_input``.
+
+        Few passes over the pixels: the uint8 → float copy, one channel mean and one
+        batched 3×3 product per colour set (the 1/255 folded into the first). When only
+        ``rgb_input`` is kept, the normalisation is folded into the last product and its
+        clip to [0, 1] becomes a clip to [(0 − mean)/std, (1 − mean)/std].
+        """
+        rgb8 = batch["rgb8"]
+        count, device = rgb8.shape[0], rgb8.device
         if grid is None:
-            rgb = rgb.contiguous().float().div_(255.0)
+            height, width = rgb8.shape[1:3]
+            x = torch.empty((count, 3, height, width), dtype=torch.float32, device=device)
+            x.copy_(rgb8.permute(0, 3, 1, 2))  # layout and dtype in one pass
+            scale = 1.0 / 255.0
         else:
-            rgb = F.grid_sample(rgb.float().div_(255.0), grid.to(torch.float32), mode="bilinear",
-                                padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)
-        size, flat = rgb.shape, rgb.flatten(2)
-        luma = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device)
-        colour = batch["plan_colour"].to(device=rgb.device, dtype=torch.float64)
-        for k in range(colour.shape[1]):
-            b, c, s = (colour[:, k, i] for i in range(3))
-            grey_mean = (luma @ flat).mean(dim=1).to(torch.float64)  # mean of w·x per sample
-            eye = torch.eye(3, dtype=torch.float64, device=rgb.device)
-            matrix = (c * b)[:, None, None] * (s[:, None, None] * eye + (1 - s)[:, None, None]
-                                                * luma.to(torch.float64)[None, None, :])
-            offset = ((1 - c) * b * grey_mean)[:, None, None].expand(-1, 3, 1)
-            flat = torch.baddbmm(offset.to(rgb.dtype), matrix.to(rgb.dtype), flat).clamp_(0.0, 1.0)
-        return flat.view(size)
+            x = F.grid_sample(rgb8.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+            scale = 1.0 / 255.0  # bilinear weights sum to ≤ 1: the result stays in [0, 255]
+        shape, flat = x.shape, x.flatten(2)
+        luma = torch.tensor(_LUMA, dtype=torch.float64, device=device)
+        mean = torch.tensor(RGB_MEAN, dtype=torch.float64, device=device)
+        std = torch.tensor(RGB_STD, dtype=torch.float64, device=device)
+        colour = batch["plan_colour"].to(device=device, dtype=torch.float64)
+        sets = colour.shape[1]
+        fold_inputs = self.cube_half_size is not None and not self.keep_rgb
+        eye = torch.eye(3, dtype=torch.float64, device=device).expand(count, 3, 3)
+        for k in range(max(sets, 1)):
+            if k < sets:
+                b, c, s = (colour[:, k, i, None, None] for i in range(3))
+                grey_mean = (flat.mean(dim=2).to(torch.float64) * scale) @ luma  # mean of w·x, (B,)
+                matrix = c * b * (s * eye + (1 - s) * luma[None, None, :]) * scale
+                offset = ((1 - c[:, 0, 0]) * b[:, 0, 0] * grey_mean)[:, None].expand(count, 3)
+            else:
+                matrix, offset = eye * scale, torch.zeros((count, 3), dtype=torch.float64, device=device)
+            low, high = torch.zeros(3, dtype=torch.float64, device=device), torch.ones(3, dtype=torch.float64,
+                                                                                        device=device)
+            if fold_inputs and k == max(sets, 1) - 1:  # (clip(Cx + d, 0, 1) − m)/σ = clip((Cx + d − m)/σ, −m/σ, (1−m)/σ)
+                matrix, offset = matrix / std[None, :, None], (offset - mean) / std
+                low, high = -mean / std, (1 - mean) / std
+            if sets == 0 and not fold_inputs:
+                flat = flat.mul_(scale)  # plain conversion: no product needed
+            else:
+                flat = torch.baddbmm(offset.to(torch.float32)[..., None], matrix.to(torch.float32), flat)
+            flat = flat.clamp_(low.to(torch.float32)[:, None], high.to(torch.float32)[:, None])
+            scale = 1.0
+        if fold_inputs:
+            return {"rgb_input": flat.view(shape)}
+        rgb = flat.view(shape)
+        if self.cube_half_size is None:
+            return {"rgb": rgb}
+        return {"rgb": rgb, "rgb_input": _normalise_rgb(rgb)}
 
     def _depth(self, batch, grid, M_inverse, joints3d, height, width) -> torch.Tensor:
-        """``depth_input`` (B, 1, H, W): metric depth of the warped (rotated) scene, normalised about the root."""
-        depth = batch["depth16"][:, None]
+        """``depth_input`` (B, 1, H, W): metric depth of the warped (rotated) scene, normalised about the root.
+
+        ``(z·f/1000 − z_root)/cube`` with ``z`` in mm and ``f`` the rotation's depth factor,
+        written as ``(k·f)·z − z_root/cube`` with ``k = 1/(1000·cube)`` folded into ``f``.
+        """
+        depth16 = batch["depth16"][:, None]
+        count, device = depth16.shape[0], depth16.device
         if grid is None:
-            depth = depth.float()
+            z = torch.empty(depth16.shape, dtype=torch.float32, device=device).copy_(depth16)
         else:
-            depth = F.grid_sample(depth.float(), grid.to(torch.float32), mode="nearest", padding_mode="zeros",
-                                  align_corners=False)
-        depth = depth.div_(1000.0)
+            z = F.grid_sample(depth16.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        k = 1.0 / (1000.0 * self.cube_half_size)
+        root = (joints3d[:, _ROOT, 2].to(torch.float32) / self.cube_half_size)[:, None, None, None]
         rotation = batch["plan_R"].to(torch.float64)
-        if not bool((rotation == torch.eye(3, dtype=torch.float64, device=rotation.device)).all()):
-            # z' = z·row·[p_s, 1], row = (R·K_s⁻¹)_z, p_s = dehomogenised M⁻¹·p: (row·M⁻¹)·p / (M⁻¹)_z·p
+        if bool((rotation == torch.eye(3, dtype=torch.float64, device=device)).all()):
+            relative = torch.mul(z, k).sub_(root)
+        else:
+            # f = row·[p_s, 1], row = (R·K_s⁻¹)_z, p_s = dehomogenised M⁻¹·p, i.e. (row·M⁻¹)·p / (M⁻¹)_z·p
             row = (rotation @ torch.linalg.inv(batch["K"].to(torch.float64)))[:, 2]
-            numerator = (row[:, None, :] @ M_inverse)[:, 0]
-            factor = _plane(numerator, height, width) / _plane(M_inverse[:, 2], height, width)
-            depth = depth * factor[:, None].to(depth.dtype)
-        root_z = joints3d[:, _ROOT, 2].to(depth.dtype)[:, None, None, None]
-        relative = ((depth - root_z) / self.cube_half_size).clamp_(-1.0, 1.0)
-        return torch.where(depth > 0, relative, torch.full_like(depth, DEPTH_BACKGROUND))
+            numerator = _plane((row[:, None, :] @ M_inverse)[:, 0] * k, height, width)[:, None]
+            relative = torch.addcdiv(-root, numerator.mul_(z), _plane(M_inverse[:, 2], height, width)[:, None])
+        relative = relative.clamp_(-1.0, 1.0)
+        no_depth = (depth16 == 0) if grid is None else (z == 0)
+        return relative.masked_fill_(no_depth, DEPTH_BACKGROUND)
 
     def __repr__(self) -> str:
-        return f"BatchTransform(target={self.target}, cube_half_size={self.cube_half_size}, warped={self.warped})"
+        return (f"BatchTransform(target={self.target}, cube_half_size={self.cube_half_size}, warped={self.warped}, "
+                f"keep_rgb={self.keep_rgb})")
 
 
 def _plane(coefficients: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``a·u + b·v + c`` over the output pixels (B, H, W) for coefficients (B, 3), in float32."""
+    """``a·u + b·v + c`` over the output pixels (B, H, W) for coefficients (B, 3), in float32 (one full pass)."""
     coefficients = coefficients.to(torch.float32)
     u = torch.arange(width, dtype=torch.float32, device=coefficients.device)
     v = torch.arange(height, dtype=torch.float32, device=coefficients.device)
-    return (coefficients[:, 0, None, None] * u[None, None, :] + coefficients[:, 1, None, None] * v[None, :, None]
-            + coefficients[:, 2, None, None])
+    return (coefficients[:, 0, None] * u)[:, None, :] + (coefficients[:, 1, None] * v
+                                                               + coefficients[:, 2, None])[:, :, None]
 
 
 def _sampling_grid(M_inverse: torch.Tensor, height: int, width: int, source_height: int,
@@ -292,7 +351,7 @@ def _normalise_rgb(rgb: torch.Tensor) -> torch.Tensor:
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
     """Move a collated batch to ``device``; non-blocking (from pinned memory, on CUDA)."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 class DeviceBatches:
