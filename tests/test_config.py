@@ -1,4 +1,5 @@
 """Config: paper defaults, typed overrides, unknown keys with suggestions, the saved resolved config."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,35 @@ def test_train_tool_reports_unknown_key(tmp_path, capsys):
     assert main(["--config", str(CONFIGS / "student.yaml"), "optim.lrr=1"]) == 1
     err = capsys.readouterr().err
     assert "unknown config key 'optim.lrr'" in err and "optim.lr" in err
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("optim.max_steps=-1", "optim.max_steps should be >= 0 (0 = run all epochs), found -1"),
+    ("prior.beta=-1e-3", "prior.beta should be > 0 (the SGD step of phi), found -0.001"),
+    ("prior.alpha=-0.5", "prior.alpha should be >= 0 (0 = optim.lr), found -0.5"),
+    ("distill.lambda_att=-1000", "distill.lambda_att should be >= 0, found -1000.0"),
+    ("regularizer.sigma=-1e-4", "regularizer.sigma should be >= 0, found -0.0001"),
+    ("optim.epochs=0", "optim.epochs should be > 0, found 0"),
+    ("optim.lr=0", "optim.lr should be > 0, found 0.0"),
+    ("optim.weight_decay=-1", "optim.weight_decay should be >= 0, found -1.0"),
+    ("seed=-3", "seed should be >= 0, found -3"),
+    ("model.width=0", "model.width should be > 0, found 0"),
+    ("model.arch=resnet19", "model.arch should be a model name of models.known_models(), found 'resnet19'"),
+    ("prior.inner_steps=0", "prior.inner_steps should be >= 1, found 0"),
+    ("data.val_protocol=mpii", "data.val_protocol should be one of ('auto', 'rhd', 'stb'), found 'mpii'"),
+    ("optim.lr=.nan", "'optim.lr' expects a finite float, found nan"),
+    ("prior.beta=.inf", "'prior.beta' expects a finite float, found inf"),
+])
+def test_nonsense_values_are_rejected_at_load_in_one_line_naming_the_key(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "distill.yaml", [override])
+    assert str(err.value) == f"{CONFIGS / 'distill.yaml'}: {expected}"
+
+
+def test_a_run_config_yaml_is_a_valid_config_file(tmp_path):
+    cfg = load_config(CONFIGS / "target.yaml", ["regularizer.kind=l2", "regularizer.sigma=1e-3", "overwrite=true"])
+    path = save_config(cfg, tmp_path / "run", extra={"world_size": 1})
+    again = load_config(path, [f"out={tmp_path / 'new'}"])  # what `train.py --config RUN/config.yaml out=NEW` does
+    assert again.regularizer.sigma == 1e-3 and again.out == str(tmp_path / "new")
+    assert again.overwrite is False  # overwrite is a one-time request, never saved
+    assert load_run_config(tmp_path / "run") == dataclasses.replace(cfg, overwrite=False)
