@@ -61,6 +61,7 @@ def directory_identity(root: str | Path) -> dict[str, Any]:
     ``evaluation`` is true when any of them is an evaluation/test split.
     """
     root = Path(root)
+    check_shard_directory(root)
     manifest = read_manifest(root)
     source, splits = manifest.get("source"), [manifest["split"]] if "split" in manifest else []
     splits += [e["split"] for e in manifest["shards"].values() if "split" in e and e["split"] not in splits]

@@ -183,3 +183,10 @@ def test_training_refuses_evaluation_splits_and_parents_of_splits(scratch, capsy
     assert "data/rhd_256: holds one directory per split (evaluation, training), not shards" in err
     assert not Path("runs/s").exists()  # refused before anything was written
     assert train_tool(student + ["data.train=[data/rhd_256/evaluation]", "data.allow_eval_split=true"]) == 0
+    capsys.readouterr()
+    from tools.evaluate import main as evaluate_tool
+
+    assert evaluate_tool(["--checkpoint", "runs/s/model.pt", "--data", "data/rhd_256", "--no-progress"]) != 0
+    assert "data/rhd_256: holds one directory per split (evaluation, training)" in capsys.readouterr().err
+    assert convert_tool(["verify", "data/rhd_256"]) == 2
+    assert "data/rhd_256: holds one directory per split" in capsys.readouterr().err

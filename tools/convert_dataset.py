@@ -22,7 +22,7 @@ import yaml  # noqa: E402
 
 from datasets.convert import DEFAULT_SHARD_SIZE, DEFAULT_SPLITS, ConvertConfig, convert  # noqa: E402
 from datasets.errors import DatasetError  # noqa: E402
-from datasets.splits import SPLITS  # noqa: E402
+from datasets.splits import SPLITS, check_shard_directory  # noqa: E402
 from datasets.verify import DEFAULT_TOLERANCE_PX, verify_directory  # noqa: E402
 
 
@@ -64,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.command == "verify":
+        try:
+            check_shard_directory(args.directory)  # a parent of split directories: name the splits
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         problems = verify_directory(args.directory, tolerance_px=args.tolerance_px, deep=args.deep)
         for problem in problems:
             print(problem)
