@@ -24,7 +24,7 @@ import torch
 from training import distributed, losses, regularizers
 from training.checkpoint import load_checkpoint, load_model_weights, unwrap
 from training.config import TrainConfig
-from training.prior import init_phi, load_prior
+from training.prior import check_prior_fits, init_phi, initialisation_seed, load_prior
 
 
 def build_network(info: Mapping[str, Any]) -> torch.nn.Module:
@@ -157,7 +157,9 @@ class TargetPhase(Phase):
     def __init__(self, cfg, model, optimizer, ctx, memory_format, autocast):
         super().__init__(cfg, model, optimizer, ctx, memory_format, autocast)
         self.fixed_phi = None
-        if cfg.regularizer.kind.startswith("prior"):
+        if cfg.regularizer.kind.startswith("prior"):  # φ: of this form, learned for this initialisation
+            init = load_checkpoint(cfg.model.init)["model_info"] if cfg.model.init else None
+            check_prior_fits(cfg.regularizer.prior, cfg.regularizer.kind, initialisation_seed(cfg.seed, init))
             self.fixed_phi = {k: v.requires_grad_(False) for k, v in load_prior(cfg.regularizer.prior, unwrap(model)).items()}
 
     def regularizer(self) -> torch.Tensor | None:
