@@ -99,7 +99,12 @@ class FreiHANDDataset(Dataset):
         if not self.image_dir.is_dir():
             raise DatasetError(f"{self.image_dir}: FreiHAND image directory not found")
         self.K = load_json_list(self.root / f"{self.set_name}_K.json", (3, 3)).astype(np.float32)
-        xyz = load_json_list(self.root / f"{self.set_name}_xyz.json", (21, 3))
+        xyz_path = self.root / f"{self.set_name}_xyz.json"
+        if split == "evaluation" and not xyz_path.is_file():
+            raise DatasetError(f"{xyz_path}: FreiHAND annotation file not found; the evaluation split's 3D labels "
+                               "are not in the main download but in FreiHAND's separate evaluation-annotation "
+                               f"release (evaluation_xyz.json, evaluation_verts.json): put them into {self.root}")
+        xyz = load_json_list(xyz_path, (21, 3))
         if len(xyz) != len(self.K):
             raise DatasetError(f"{self.root / f'{self.set_name}_xyz.json'}: {len(xyz)} entries, but "
                                f"{self.set_name}_K.json has {len(self.K)}; both list the same samples")

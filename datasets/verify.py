@@ -107,16 +107,44 @@ def _read_every_image(path: Path, f) -> list[Problem]:
     return problems
 
 
+@dataclass
+class VerifyReport:
+    """What :func:`verify_report` checked, and every problem it found."""
+
+    directory: Path
+    problems: list[Problem]
+    shards: int = 0  # shard files opened and checked
+    samples: int = 0  # samples whose labels were checked
+    checksums: int = 0  # shards whose SHA-256 was compared with the manifest
+    deep: bool = False
+
+    def summary(self) -> str:
+        """``DIR: OK — 12 shards, 12000 samples checked (…)`` or ``DIR: 3 problem(s) in …``."""
+        checked = (f"{self.shards} shard(s) ({self.checksums} checksum(s) against the manifest, schema, counts), "
+                   f"{self.samples} sample(s) (finite labels, z > 0, projection invariant"
+                   f"{', every image chunk decoded' if self.deep else ''})")
+        verdict = "OK" if not self.problems else f"{len(self.problems)} problem(s)"
+        return f"{self.directory}: {verdict}; checked {checked}"
+
+
 def verify_directory(directory: str | Path, tolerance_px: float = DEFAULT_TOLERANCE_PX,
                      deep: bool = False) -> list[Problem]:
-    """Every problem of the shard directory ``directory`` (empty list: all good).
+    """Every problem of the shard directory ``directory`` (empty list: all good)."""
+    return verify_report(directory, tolerance_px, deep).problems
+
+
+def verify_report(directory: str | Path, tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                  deep: bool = False) -> VerifyReport:
+    """Check the shard directory ``directory``; the report lists every problem and what was checked.
 
     ``deep=True`` also decodes every image chunk (slow; checksums already catch damaged bytes).
     """
     directory = Path(directory)
+    report = VerifyReport(directory, [], deep=deep)
     if not directory.is_dir():
-        return [Problem(str(directory), "shard directory not found")]
-    problems: list[Problem] = []
+        report.problems.append(Problem(str(directory), "shard directory not found"))
+        return report
+    problems = report.problems
     manifest = _load_manifest(directory, problems)
     listed = manifest["shards"] if manifest is not None else {}
     on_disk = {path.name: path for path in list_shards(directory)}
@@ -127,9 +155,12 @@ def verify_directory(directory: str | Path, tolerance_px: float = DEFAULT_TOLERA
             problems.append(Problem(str(on_disk[name]), "shard not recorded in the manifest"))
     for name, path in sorted(on_disk.items()):
         entry = listed.get(name)
-        if entry is not None and "sha256" in entry and file_sha256(path) != entry["sha256"]:
-            problems.append(Problem(str(path), f"checksum mismatch: the manifest records {entry['sha256'][:12]}…, "
-                                               f"the file hashes to {file_sha256(path)[:12]}…"))
+        if entry is not None and "sha256" in entry:
+            report.checksums += 1
+            actual = file_sha256(path)
+            if actual != entry["sha256"]:
+                problems.append(Problem(str(path), f"checksum mismatch: the manifest records {entry['sha256'][:12]}…, "
+                                                   f"the file hashes to {actual[:12]}…"))
         expected = int(entry["num_samples"]) if entry is not None and "num_samples" in entry else None
         try:
             f = open_shard(path, expected_samples=expected)
@@ -137,6 +168,8 @@ def verify_directory(directory: str | Path, tolerance_px: float = DEFAULT_TOLERA
             problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
             continue
         with f:
+            report.shards += 1
+            report.samples += int(f["rgb"].shape[0])
             problems += check_samples(path, f, tolerance_px)
             if deep:
                 problems += _read_every_image(path, f)
@@ -145,4 +178,4 @@ def verify_directory(directory: str | Path, tolerance_px: float = DEFAULT_TOLERA
         partial = shard_index(path.name) is None and path.name.startswith("shard-")
         if (stray or partial) and path.name != _LOCK_FILE:
             problems.append(Problem(str(path), "stray temporary or partial file (left by an interrupted write?)"))
-    return problems
+    return report

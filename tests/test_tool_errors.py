@@ -278,3 +278,18 @@ def test_convert_mano_and_build_hand_model_errors(tmp_path, capsys, read_only):
     assert _tool("build_hand_model").main(["--out", str(tmp_path / "ro" / "hand.npz")]) == 2
     one_error_line(capsys, str(tmp_path / "ro"), "expected a writable directory")
     assert os.listdir(tmp_path) == ["MANO_RIGHT.pkl"]
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_freihand_evaluation_without_its_labels_says_where_they_come_from(tmp_path):
+    from datasets.errors import DatasetError
+    from datasets.freihand import FreiHANDDataset
+    from tests.raw_fixtures import write_freihand
+
+    root = write_freihand(tmp_path / "FreiHAND_pub_v2").root
+    (root / "evaluation_xyz.json").unlink()
+    with pytest.raises(DatasetError, match="evaluation_xyz.json: FreiHAND annotation file not found; .* separate "
+                                           "evaluation-annotation release"):
+        FreiHANDDataset(root, split="evaluation")
