@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Run a declared experiment (arms x seeds, each an ordinary run directory) and aggregate it into
+DIR/results.json, DIR/results.md, DIR/results.png and DIR/curves.png. Rerunning resumes: finished
+arms are not retrained. See docs/experiments.md.
+
+Examples:
+    python tools/experiment.py --list
+    python tools/experiment.py synth-table1 --quick --out /tmp/synth1_quick
+    python tools/experiment.py synth-table2 --seeds 3 --out experiments/synth-table2
+    python tools/experiment.py table2 --data-root data --out experiments/table2 --cluster slurm --slurm-partition gpu --gpus-per-job 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from training.config import ConfigError  # noqa: E402
+from training.experiments import EXPERIMENTS, ExperimentError, RunOptions, build, run_experiment  # noqa: E402
+
+
+def list_experiments() -> str:
+    lines = []
+    for name, (summary, _) in EXPERIMENTS.items():
+        experiment = build(name)
+        lines.append(f"{name:14s} {summary}; {len(experiment.arms)} steps per seed, {experiment.seeds} seeds")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", help="experiment to run (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the declared experiments and exit")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: the experiment's)")
+    parser.add_argument("--quick", action="store_true", help="the same arms at tiny size (a smoke run)")
+    parser.add_argument("--out", type=Path, default=None, help="experiment directory (default experiments/NAME)")
+    parser.add_argument("--data-root", type=Path, default=Path("data"),
+                        help="folder of converted datasets for table1-3 (default: data)")
+    parser.add_argument("--data-cache", type=Path, default=None,
+                        help="folder of the rendered data steps (default: OUT/data; may be shared between runs)")
+    parser.add_argument("--arms", default="", help="comma-separated arms to run (with what they depend on)")
+    parser.add_argument("--cluster", choices=("none", "local", "slurm"), default="none",
+                        help="none: one after another here; local/slurm: submitit jobs (default: none)")
+    parser.add_argument("--slurm-partition", default="", help="SLURM partition of the jobs")
+    parser.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit of each job (minutes)")
+    parser.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per SLURM job")
+    parser.add_argument("--cpus-per-job", type=int, default=2, help="CPUs per SLURM job")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_experiments())
+        return 0
+    if not args.name:
+        parser.error("name an experiment to run, or use --list")
+    options = RunOptions(out=args.out or Path("experiments") / (args.name + ("-quick" if args.quick else "")),
+                         quick=args.quick, seeds=args.seeds, data_root=args.data_root, data_cache=args.data_cache,
+                         arms=tuple(a for a in args.arms.split(",") if a), cluster=args.cluster,
+                         slurm_partition=args.slurm_partition, timeout_min=args.timeout_min,
+                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                         progress=not args.no_progress)
+    try:
+        results = run_experiment(args.name, options)
+    except (ExperimentError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"results: {results} (and results.md, results.png, curves.png beside it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Where the tasks of a plan run: in this process, or as submitit jobs (local processes or SLURM).
+
+:func:`run_experiment` is the whole experiment: plan → run every task that is not done → aggregate
+(:func:`training.experiments.report.write_results`). Cluster jobs call
+:func:`training.experiments.runner.execute_task`, which rebuilds the plan from the catalog, so a
+job carries only the experiment's name, the options and one :class:`Task`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from training.experiments.runner import Plan, RunOptions, Task, execute_task, make_plan, run_task, task_done
+from training.experiments.spec import ExperimentError
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def run_sequential(plan: Plan, log: Callable[[str], None] = print) -> list[str]:
+    """Run the tasks one after another in this process; returns the failed ones (none: errors propagate)."""
+    tasks = plan.tasks()
+    for index, task in enumerate(tasks, 1):
+        start = time.perf_counter()
+        outcome = run_task(plan, task)
+        log(f"[{index}/{len(tasks)}] {task}: {outcome} ({time.perf_counter() - start:.0f} s)")
+    return []
+
+
+def _executor(plan: Plan):
+    import submitit
+
+    options = plan.options
+    executor = submitit.AutoExecutor(folder=options.out / "submitit" / "%j", cluster=options.cluster)
+    parameters = {"timeout_min": options.timeout_min}
+    if options.cluster == "slurm":
+        parameters.update(cpus_per_task=options.cpus_per_job, gpus_per_node=options.gpus_per_job)
+        if options.slurm_partition:
+            parameters["slurm_partition"] = options.slurm_partition
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def _job_environment() -> None:
+    """Jobs import the repository's packages (``training``, ``render``) and render headless."""
+    paths = [str(REPOSITORY), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+
+def submit_with_dependencies(plan: Plan, executor, tasks: list[Task]) -> dict[Task, object]:
+    """Submit ``tasks`` (in run order) to a SLURM-like executor, each after its dependencies (``afterok``).
+
+    Dependencies already done are not waited for; a failed dependency cancels its dependents
+    (``kill-on-invalid-dep``) instead of leaving them pending forever.
+    """
+    jobs: dict[Task, object] = {}
+    for task in tasks:
+        after = [jobs[d].job_id for d in plan.dependencies(task) if d in jobs]
+        extra = {"dependency": "afterok:" + ":".join(after), "kill-on-invalid-dep": "yes"} if after else {}
+        executor.update_parameters(name=f"{plan.name}:{task}", slurm_additional_parameters=extra)
+        jobs[task] = executor.submit(execute_task, plan.name, plan.options, task)
+    return jobs
+
+
+def _wait(jobs: dict[Task, object], log: Callable[[str], None]) -> list[str]:
+    failed = []
+    for task, job in jobs.items():
+        try:
+            outcome = job.result()
+            log(f"{task}: {outcome} (job {job.job_id})")
+        except Exception as exc:  # a failed or cancelled job: report it, keep collecting the others
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            failed.append(f"{task} (job {job.job_id}: {first}; log {job.paths.stderr})")
+    return failed
+
+
+def run_on_cluster(plan: Plan, log: Callable[[str], None] = print) -> list[str]:
+    """Run the pending tasks as submitit jobs; returns the failed tasks (with their job logs)."""
+    _job_environment()
+    executor = _executor(plan)
+    pending = [t for t in plan.tasks() if t.step not in plan.unavailable and not task_done(plan, t)]
+    if plan.options.cluster == "slurm":
+        jobs = submit_with_dependencies(plan, executor, pending)
+        log(f"submitted {len(jobs)} SLURM jobs; waiting for them to finish")
+        return _wait(jobs, log)
+    # the local executor knows no dependencies: run waves of tasks whose dependencies are done
+    finished: set[Task] = set()
+    failed: list[str] = []
+    while pending:
+        wave = [t for t in pending if all(d in finished or d.step in plan.unavailable or task_done(plan, d)
+                                          for d in plan.dependencies(t))]
+        if not wave:
+            break  # everything left depends on a failed task
+        with executor.batch():
+            jobs = {task: executor.submit(execute_task, plan.name, plan.options, task) for task in wave}
+        log(f"wave of {len(jobs)} local jobs: {', '.join(str(t) for t in wave)}")
+        wave_failed = _wait(jobs, log)
+        failed += wave_failed
+        finished.update(t for t in wave if not any(f.startswith(f"{t} ") for f in wave_failed))
+        pending = [t for t in pending if t not in jobs]
+    failed += [f"{t} (not run: a dependency failed)" for t in pending]
+    return failed
+
+
+def run_experiment(name: str, options: RunOptions, log: Callable[[str], None] = print) -> Path:
+    """Run experiment ``name`` and aggregate it; returns ``<out>/results.json``.
+
+    Raises :class:`ExperimentError` for a missing dataset (before anything runs) and, after
+    aggregating what finished, when cluster jobs failed.
+    """
+    from training.experiments.report import write_results
+
+    plan = make_plan(name, options)
+    for arm, reason in plan.unavailable.items():
+        log(f"skipping arm {arm}: {reason}")
+    start = time.perf_counter()
+    runner = run_sequential if options.cluster == "none" else run_on_cluster
+    failed = runner(plan, log)
+    results = write_results(plan, wall_s=time.perf_counter() - start)
+    if failed:
+        raise ExperimentError(f"{name}: {len(failed)} task(s) failed: " + "; ".join(failed))
+    return results
+
+
+__all__ = ["run_experiment", "run_sequential", "run_on_cluster", "submit_with_dependencies"]
