@@ -293,3 +293,25 @@ def test_freihand_evaluation_without_its_labels_says_where_they_come_from(tmp_pa
     with pytest.raises(DatasetError, match="evaluation_xyz.json: FreiHAND annotation file not found; .* separate "
                                            "evaluation-annotation release"):
         FreiHANDDataset(root, split="evaluation")
+
+
+# --------------------------------------------------------------------------- convert_dataset
+
+
+def test_convert_dataset_errors_and_what_verify_checked(shards, tmp_path, capsys, read_only):
+    from tools.convert_dataset import main as convert_tool
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    usage_error(capsys, _ToolModule(convert_tool), ["rhd", "--root", str(raw), "--out", str(tmp_path / "o"),
+                                                    "--shard-size", "0"], "--shard-size", "found 0")
+    assert convert_tool(["rhd", "--root", str(raw), "--out", str(tmp_path / "ro"), "--no-progress"]) == 2
+    one_error_line(capsys, str(tmp_path / "ro"), "expected a writable directory", "read-only file system")
+    assert convert_tool(["verify", str(shards)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith(f"{shards}: OK; checked 2 shard(s) (2 checksum(s)") and "4 sample(s)" in out[-1]
+
+
+class _ToolModule:
+    def __init__(self, main):
+        self.main = main

@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -20,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
+from common.cli import HelpFormatter, apply_progress_switch, positive_int, run_tool, tool_parser, writing_into  # noqa: E402
 from datasets.convert import DEFAULT_SHARD_SIZE, DEFAULT_SPLITS, ConvertConfig, convert  # noqa: E402
 from datasets.errors import DatasetError  # noqa: E402
 from datasets.splits import SPLITS, check_shard_directory  # noqa: E402
-from datasets.verify import DEFAULT_TOLERANCE_PX, verify_directory  # noqa: E402
+from datasets.verify import DEFAULT_TOLERANCE_PX, verify_report  # noqa: E402
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -34,26 +36,29 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for source, splits in DEFAULT_SPLITS.items():
-        sub = commands.add_parser(source, help=f"convert raw {source} (default splits: {', '.join(splits)})")
+        sub = commands.add_parser(source, help=f"convert raw {source} (default splits: {', '.join(splits)})",
+                                  formatter_class=HelpFormatter)
         sub.add_argument("--root", required=True, type=Path, help="the raw download, read in place")
         sub.add_argument("--out", required=True, type=Path,
                          help="output folder: each split is written to OUT/<split> (rerun to resume)")
         sub.add_argument("--split", nargs="+", default=None, choices=sorted(SPLITS[source]),
                          help=f"splits to convert (default {' '.join(splits)})")
-        sub.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
+        sub.add_argument("--size", type=positive_int, default=256, help="crop size in pixels")
         sub.add_argument("--margin", type=float, default=0.25, help="crop margin per side, fraction of the hand box")
         sub.add_argument("--crop-source", choices=("joints", "mask"), default="joints",
                          help="what the crop box encloses")
-        sub.add_argument("--limit", type=int, default=None, help="convert only the first N samples of each split")
-        sub.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="samples per shard")
-        sub.add_argument("--workers", type=int, default=1, help="worker processes (each converts whole shards)")
+        sub.add_argument("--limit", type=positive_int, default=None, help="convert only the first N samples of each split")
+        sub.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, help="samples per shard")
+        sub.add_argument("--workers", type=positive_int, default=1, help="worker processes (each converts whole shards)")
         sub.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                          help="reader option, e.g. hand=visible (rhd), palm_to_wrist=middle (stb), domain=all")
-        sub.add_argument("--no-progress", action="store_true", help="no progress bar")
-    check = commands.add_parser("verify", help="check a shard directory and list every problem")
+        sub.add_argument("--no-progress", action="store_true",
+                         help="no progress bar or progress lines (also: environment HANDKIT_PROGRESS=0)")
+    check = commands.add_parser("verify", help="check a shard directory and list every problem",
+                                formatter_class=HelpFormatter)
     check.add_argument("directory", type=Path)
     check.add_argument("--tolerance-px", type=float, default=DEFAULT_TOLERANCE_PX,
                        help=f"projection invariant tolerance in pixels (default {DEFAULT_TOLERANCE_PX})")
@@ -61,33 +66,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
     if args.command == "verify":
-        try:
-            check_shard_directory(args.directory)  # a parent of split directories: name the splits
-        except DatasetError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        problems = verify_directory(args.directory, tolerance_px=args.tolerance_px, deep=args.deep)
-        for problem in problems:
+        check_shard_directory(args.directory)  # a parent of split directories: name the splits
+        report = verify_report(args.directory, tolerance_px=args.tolerance_px, deep=args.deep)
+        for problem in report.problems:
             print(problem)
-        print(f"{args.directory}: {len(problems)} problem(s)" if problems else f"{args.directory}: OK")
-        return 1 if problems else 0
+        print(report.summary())
+        return 1 if report.problems else 0
+    show_progress = apply_progress_switch(args)
+    config = ConvertConfig(source=args.command, splits=tuple(args.split or ()), size=args.size,
+                           margin=args.margin, crop_source=args.crop_source, limit=args.limit,
+                           shard_size=args.shard_size, reader_options=dict(args.option))
+    command = shlex.join(["tools/convert_dataset.py", *(sys.argv[1:] if argv is None else argv)])
     try:
-        config = ConvertConfig(source=args.command, splits=tuple(args.split or ()), size=args.size,
-                               margin=args.margin, crop_source=args.crop_source, limit=args.limit,
-                               shard_size=args.shard_size, reader_options=dict(args.option))
-        summary = convert(args.root, args.out, config, workers=args.workers, progress=not args.no_progress,
-                          command=" ".join(["tools/convert_dataset.py"] + list(argv or sys.argv[1:])))
-    except (DatasetError, ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        with writing_into(args.out):
+            summary = convert(args.root, args.out, config, workers=args.workers, progress=show_progress,
+                              command=command)
+    except TypeError as exc:  # an --option the reader does not take
+        raise DatasetError(f"--option: {exc}") from None
     for split, done in summary["splits"].items():
         print(f"{done['out']}: {split} ({'evaluation/test' if SPLITS[args.command][split] else 'training'} split), "
               f"{done['samples']} samples in {done['shards']} shards "
               f"({done['written']} written, {done['skipped']} already complete)")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_tool(_main, argv)  # DatasetError and bad settings are ValueErrors: one line, exit code 2
 
 
 if __name__ == "__main__":
