@@ -51,8 +51,12 @@ class SamplePipeline:
     """Renders samples of one dataset (config + seed) in one process."""
 
     def __init__(self, cfg: SynthConfig, seed: int, mano_path: str | None = None, chunk_size: int = 50):
+        import cv2
+
         from render.hand_model import HandModel  # heavy imports stay inside the worker
         from render.renderer import HandRenderer
+
+        cv2.setNumThreads(1)  # backgrounds and compositing: one thread per worker (the workers are the parallelism)
 
         self.cfg, self.seed, self.chunk_size = cfg, int(seed), int(chunk_size)
         self.hand_model = HandModel(model_path=mano_path, num_pca_comps=cfg.num_pca_comps)

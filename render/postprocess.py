@@ -5,22 +5,22 @@ import numpy as np
 
 
 def composite(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Hand pixels from ``rgb`` where ``mask`` (H,W) is 1, ``background`` elsewhere; all uint8.
+    """Hand pixels from ``rgb`` where ``mask`` (H,W) is non-zero, ``background`` elsewhere; all uint8.
 
     Renders are single-sample (no anti-aliasing), so each pixel is wholly hand or wholly
     background: no edge pixel mixes the clear colour in, hence no halo. ``out`` (H,W,3),
-    if given, receives the result (it may be ``background`` itself).
+    if given, receives the result (it may be ``background`` itself). One masked copy
+    (``cv2.copyTo``, ~20× faster than a numpy select here, ``docs/rendering_benchmark.md``).
     """
+    import cv2
+
     if out is None:
         out = background.copy()
     elif out is not background:
         out[...] = background
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows):  # only the mask's bounding box can hold hand pixels
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        select = (mask[box] != 0).view(np.uint8) * np.uint8(255)  # 0xFF on hand pixels, 0 elsewhere
-        target = out[box]
-        target ^= (target ^ rgb[box]) & select[..., None]  # = rgb where selected, unchanged elsewhere
+    result = cv2.copyTo(rgb, mask, out)
+    if result is not out:  # cv2 writes into ``out`` when its shape and type fit, which they do here
+        out[...] = result
     return out
 
 
