@@ -1,7 +1,8 @@
 """The experiment layer: declared experiments run as arms × seeds of ordinary run directories.
 
-The two synthetic experiments run once each at ``--quick`` size (module fixtures, sharing one
-folder of rendered data); the other tests read, rerun or extend those runs.
+The two synthetic experiments run once each at ``--quick`` size (module fixtures sharing one folder
+of rendered data and one of run directories, so synth-table2 reuses synth-table1's teacher and
+student); the other tests read, rerun or extend those runs.
 """
 import json
 import math
@@ -13,7 +14,7 @@ import yaml
 from tools.experiment import main
 from training.experiments import EXPERIMENTS, ExperimentError, RunOptions, build
 from training.experiments.dispatch import submit_with_dependencies
-from training.experiments.report import mean_std, training_curve
+from training.experiments.report import detectable_difference, mean_std, training_curve
 from training.experiments.runner import Task, make_plan, run_task
 from training.experiments.spec import Experiment, RenderData, TrainArm
 
@@ -31,28 +32,28 @@ def no_evaluation_images():
 
 
 @pytest.fixture(scope="module")
-def data_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("experiment_data")
+def shared(tmp_path_factory):
+    """Rendered data (``data``) and run directories (``runs``) shared by the quick experiments."""
+    return tmp_path_factory.mktemp("experiments")
 
 
-def _run(name, out, data_cache, *extra):
-    assert main([name, "--quick", "--out", str(out), "--data-cache", str(data_cache), "--no-progress", *extra]) == 0
+def _run(name, out, shared, *extra):
+    options = ["--data-cache", str(shared / "data"), "--runs-dir", str(shared / "runs"), "--no-progress"]
+    assert main([name, "--quick", "--out", str(out), *options, *extra]) == 0
     return json.loads((out / "results.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def table1(tmp_path_factory, data_cache):
-    out = tmp_path_factory.mktemp("synth_table1")
-    return out, _run("synth-table1", out, data_cache)
+def table1(shared):
+    return shared / "runs", _run("synth-table1", shared / "synth-table1", shared)
 
 
 @pytest.fixture(scope="module")
-def table2(tmp_path_factory, data_cache):
-    out = tmp_path_factory.mktemp("synth_table2")
-    return out, _run("synth-table2", out, data_cache)
+def table2(shared, table1):
+    return shared / "runs", _run("synth-table2", shared / "synth-table2", shared)
 
 
-def _check_schema(results, name, out):
+def _check_schema(results, name, runs):
     assert results["experiment"] == name and results["quick"] is True
     seeds = results["seeds_requested"]
     assert seeds == list(range(build(name, quick=True).seeds)) and len(seeds) >= 2
@@ -66,10 +67,12 @@ def _check_schema(results, name, out):
         lo, hi = arm["auc_range_mm"]
         assert 0 <= lo < hi
         for seed, epe in zip(arm["seeds"], arm["epe_mean_mm"]):  # each value is that seed's own evaluation
-            metrics = json.loads((out / "runs" / arm["name"] / f"seed{seed}" / "eval" / "metrics.json").read_text())
+            metrics = json.loads((runs / arm["name"] / f"seed{seed}" / "eval" / "metrics.json").read_text())
             assert metrics["epe_mean_mm"] == epe and metrics["pck_range_mm"] == [lo, hi]
         summary = arm["summary"]["epe_mean_mm"]
         assert summary["mean"] == pytest.approx(sum(arm["epe_mean_mm"]) / len(seeds))
+    assert results["power"]["seeds"] == len(seeds) and results["power"]["detectable_difference_epe_mm"] > 0
+    out = runs.parent / name
     markdown = (out / "results.md").read_text()
     for arm in results["arms"]:
         assert f"| {arm['name']} |" in markdown
@@ -100,24 +103,24 @@ def test_real_data_tables_fail_at_once_naming_the_missing_dataset(name, tmp_path
 
 
 def test_synth_table1_quick_writes_the_results_contract(table1):
-    out, results = table1
-    _check_schema(results, "synth-table1", out)
+    runs, results = table1
+    _check_schema(results, "synth-table1", runs)
     ran, unavailable = _names(results)
     assert ran[:3] == ["depth_teacher", "rgb_student", "rgb_control"] and {"kd_act", "kd_act_att"} <= set(ran)
     assert "kd_att" in ran or "kd_att" in unavailable  # L_ATT alone needs distill.weight_act
     arms = {a["name"]: a for a in results["arms"]}
     assert arms["depth_teacher"]["evaluated_on"] == "source_test"
     for seed in results["seeds_requested"]:  # arm-seed k is an ordinary run with seed=k; the control continues rgb
-        config = yaml.safe_load((out / "runs" / "rgb_control" / f"seed{seed}" / "config.yaml").read_text())
+        config = yaml.safe_load((runs / "rgb_control" / f"seed{seed}" / "config.yaml").read_text())
         assert config["seed"] == seed and config["phase"] == "student"
-        assert config["model"]["init"] == str(out / "runs" / "rgb_student" / f"seed{seed}" / "model.pt")
-        kd = yaml.safe_load((out / "runs" / "kd_act" / f"seed{seed}" / "config.yaml").read_text())
+        assert config["model"]["init"] == str(runs / "rgb_student" / f"seed{seed}" / "model.pt")
+        kd = yaml.safe_load((runs / "kd_act" / f"seed{seed}" / "config.yaml").read_text())
         assert kd["distill"]["lambda_att"] == 0.0 and kd["optim"]["epochs"] == config["optim"]["epochs"]
 
 
-def test_synth_table2_quick_writes_the_results_contract(table2):
-    out, results = table2
-    _check_schema(results, "synth-table2", out)
+def test_synth_table2_quick_writes_the_results_contract(table1, table2):
+    runs, results = table2
+    _check_schema(results, "synth-table2", runs)
     ran, unavailable = _names(results)
     targets = [n for n in ran if n.startswith("target_")]
     assert "target_none" in targets and "target_prior" in targets and "target_prior_l1" in targets
@@ -129,21 +132,26 @@ def test_synth_table2_quick_writes_the_results_contract(table2):
     assert arms["kd_on_target"]["evaluated_on"] == "target_test"
     assert all(arms[n]["evaluated_on"] == "target_test" for n in targets)
     for seed in results["seeds_requested"]:  # the target student uses the seed of the student whose prior it reads
-        config = yaml.safe_load((out / "runs" / "target_prior" / f"seed{seed}" / "config.yaml").read_text())
+        config = yaml.safe_load((runs / "target_prior" / f"seed{seed}" / "config.yaml").read_text())
         assert config["seed"] == seed
-        assert config["regularizer"]["prior"] == str(out / "runs" / "kd_meta_l2" / f"seed{seed}" / "prior.pt")
-        source = yaml.safe_load((out / "runs" / "rgb_student" / f"seed{seed}" / "config.yaml").read_text())
+        assert config["regularizer"]["prior"] == str(runs / "kd_meta_l2" / f"seed{seed}" / "prior.pt")
+        source = yaml.safe_load((runs / "rgb_student" / f"seed{seed}" / "config.yaml").read_text())
         assert source["seed"] == seed and source["model"]["width"] == config["model"]["width"]
+    # the source phases were declared alike in both experiments, so synth-table2 reused synth-table1's runs
+    first = {a["name"]: a for a in table1[1]["arms"]}
+    for name in ("depth_teacher", "rgb_student"):
+        assert arms[name]["epe_mean_mm"] == first[name]["epe_mean_mm"]
+        assert arms[name]["wall_s"] == first[name]["wall_s"]  # experiment.json written once, by synth-table1
 
 
-def test_rerun_resumes_without_retraining_finished_arms(table1, data_cache):
-    out, before = table1
-    models = sorted(out.glob("runs/*/seed*/model.pt"))
+def test_rerun_resumes_without_retraining_finished_arms(table1, shared):
+    runs, before = table1
+    models = sorted(runs.glob("*/seed*/model.pt"))
     stamps = {p: p.stat().st_mtime_ns for p in models}
-    interrupted = out / "runs" / "kd_act_att" / "seed1"
+    interrupted = runs / "kd_act_att" / "seed1"
     for path in sorted(interrupted.rglob("*"), reverse=True):  # as if this arm-seed had never finished
         path.unlink() if path.is_file() else path.rmdir()
-    after = _run("synth-table1", out, data_cache)
+    after = _run("synth-table1", shared / "synth-table1", shared)
     for path, stamp in stamps.items():
         if interrupted not in path.parents:
             assert path.stat().st_mtime_ns == stamp, f"{path} was retrained"
@@ -153,17 +161,19 @@ def test_rerun_resumes_without_retraining_finished_arms(table1, data_cache):
         assert arm["epe_mean_mm"] == pytest.approx(old[arm["name"]]["epe_mean_mm"], rel=1e-5)
 
 
-def test_a_run_directory_made_with_other_settings_is_refused(table1, data_cache):
-    out, _ = table1
-    plan = make_plan("synth-table1", RunOptions(out=out, quick=True, data_cache=data_cache))
+def test_a_run_directory_made_with_other_settings_is_refused(table1, shared):
+    plan = make_plan("synth-table1", RunOptions(out=shared / "synth-table1", quick=True, data_cache=shared / "data",
+                                                runs_dir=shared / "runs"))
     plan.experiment = replace(plan.experiment, common=(*plan.experiment.common, "optim.lr=0.5"))
     with pytest.raises(ExperimentError, match="optim.lr"):
         run_task(plan, Task("rgb_student", 0))
 
 
-def test_local_submitit_jobs_respect_dependencies_and_match_the_sequential_run(table1, data_cache, tmp_path):
-    out, sequential = table1
-    local = _run("synth-table1", tmp_path, data_cache, "--cluster", "local", "--seeds", "1", "--arms", "rgb_control")
+def test_local_submitit_jobs_respect_dependencies_and_match_the_sequential_run(table1, shared, tmp_path):
+    _, sequential = table1
+    options = ["--data-cache", str(shared / "data"), "--no-progress", "--cluster", "local", "--seeds", "1"]
+    assert main(["synth-table1", "--quick", "--out", str(tmp_path), *options, "--arms", "rgb_control"]) == 0
+    local = json.loads((tmp_path / "results.json").read_text())
     assert [a["name"] for a in local["arms"]] == ["rgb_student", "rgb_control"]
     reference = {a["name"]: a for a in sequential["arms"]}
     for arm in local["arms"]:
@@ -223,6 +233,9 @@ def test_declarations_are_checked():
 def test_mean_std_and_training_curve_by_hand(tmp_path):
     assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
     assert mean_std([4.0]) == {"mean": 4.0, "std": None, "n": 1}
+    # (t_0.975,4 + t_0.8,4) * sqrt(2/3) = (2.7764 + 0.9410) * 0.8165 (t tables)
+    assert detectable_difference(1.0, 3) == pytest.approx(3.0353, abs=2e-3)
+    assert detectable_difference(2.0, 3) == pytest.approx(2 * detectable_difference(1.0, 3))
     log = tmp_path / "log.csv"
     rows = [(5, 0, 2.0), (10, 0, 1.0), (15, 1, 0.5), (20, 1, 0.25)]  # 10 steps per epoch, logged every 5
     log.write_text("step,epoch,name,value\n" + "".join(f"{s},{e},loss/reg,{v}\n{s},{e},lr,0.1\n" for s, e, v in rows))

@@ -11,7 +11,6 @@ Examples:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -19,8 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
-from training.config import ConfigError  # noqa: E402
-from training.experiments import EXPERIMENTS, ExperimentError, RunOptions, build, run_experiment  # noqa: E402
+from common.cli import add_progress_switch, apply_progress_switch, positive_int, run_tool, tool_parser  # noqa: E402
+from training.checkpoint import CheckpointError  # noqa: E402
+from training.experiments import EXPERIMENTS, RunOptions, build, run_experiment  # noqa: E402
+from training.trainer import NonFiniteLossError  # noqa: E402
 
 
 def list_experiments() -> str:
@@ -31,26 +32,31 @@ def list_experiments() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _main(argv: list[str] | None = None) -> int:
+    parser = tool_parser(__doc__)
     parser.add_argument("name", nargs="?", help="experiment to run (see --list)")
     parser.add_argument("--list", action="store_true", help="list the declared experiments and exit")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: the experiment's)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="number of seeds 0..N-1 (default: the experiment's)")
     parser.add_argument("--quick", action="store_true", help="the same arms at tiny size (a smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="experiment directory (default experiments/NAME)")
     parser.add_argument("--data-root", type=Path, default=Path("data"),
                         help="folder of converted datasets for table1-3 (default: data)")
     parser.add_argument("--data-cache", type=Path, default=None,
                         help="folder of the rendered data steps (default: OUT/data; may be shared between runs)")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="folder of the arm run directories (default: OUT/runs); experiments given the same "
+                             "one share the arms they declare alike, e.g. synth-table1 and synth-table2's teacher "
+                             "and student")
     parser.add_argument("--arms", default="", help="comma-separated arms to run (with what they depend on)")
     parser.add_argument("--cluster", choices=("none", "local", "slurm"), default="none",
                         help="none: one after another here; local/slurm: submitit jobs (default: none)")
     parser.add_argument("--slurm-partition", default="", help="SLURM partition of the jobs")
-    parser.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit of each job (minutes)")
+    parser.add_argument("--timeout-min", type=positive_int, default=24 * 60, help="time limit of each job (minutes)")
     parser.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per SLURM job")
     parser.add_argument("--cpus-per-job", type=int, default=2, help="CPUs per SLURM job")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_switch(parser)
     args = parser.parse_args(argv)
+    progress = apply_progress_switch(args)
     if args.list:
         print(list_experiments())
         return 0
@@ -58,17 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name an experiment to run, or use --list")
     options = RunOptions(out=args.out or Path("experiments") / (args.name + ("-quick" if args.quick else "")),
                          quick=args.quick, seeds=args.seeds, data_root=args.data_root, data_cache=args.data_cache,
+                         runs_dir=args.runs_dir,
                          arms=tuple(a for a in args.arms.split(",") if a), cluster=args.cluster,
                          slurm_partition=args.slurm_partition, timeout_min=args.timeout_min,
                          gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
-                         progress=not args.no_progress)
-    try:
-        results = run_experiment(args.name, options)
-    except (ExperimentError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                         progress=progress)
+    results = run_experiment(args.name, options)
     print(f"results: {results} (and results.md, results.png, curves.png beside it)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Missing datasets, bad declarations or configs and failed jobs end in one line on stderr (exit 2)."""
+    return run_tool(_main, argv, extra_errors=(CheckpointError, NonFiniteLossError))
 
 
 if __name__ == "__main__":

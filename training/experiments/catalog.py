@@ -19,13 +19,14 @@ from typing import Callable
 from training.experiments.spec import (AUC_RHD, AUC_STB, EvalArm, Experiment, ExperimentError, PriorControl,
                                        RealData, RenderData, TrainArm)
 
-#: Converted datasets (one split per directory, `tools/convert_dataset.py`), relative to ``--data-root``.
+#: Converted datasets, relative to ``--data-root``: `tools/convert_dataset.py` writes each split to OUT/<split>
+#: (split names: ``datasets.splits.SPLITS``).
 #: name → (path, command that creates it; ``{root}`` is the data root, RAW the user's raw download).
 REAL_DATA = {
     "rhd_train": ("rhd_256/training", "python tools/convert_dataset.py rhd --root <path of RHD_published_v2> --out {root}/rhd_256"),
     "rhd_test": ("rhd_256/evaluation", "python tools/convert_dataset.py rhd --root <path of RHD_published_v2> --out {root}/rhd_256"),
-    "stb_train": ("stb_256/training", "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256"),
-    "stb_test": ("stb_256/evaluation", "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256"),
+    "stb_train": ("stb_256/train", "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256"),
+    "stb_test": ("stb_256/test", "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256"),
     **{f"freihand_{d}_{part}": (f"freihand_256_{d}/{split}",
                                 f"python tools/convert_dataset.py freihand --root <path of FreiHAND_pub_v2> "
                                 f"--out {{root}}/freihand_256_{d} --option domain={d}")
@@ -48,10 +49,10 @@ class SynthSizes:
     batch_size: int = 32
     lr: float = 1.0e-3
     schedule: str = "cosine"
-    teacher_epochs: int = 12
-    student_epochs: int = 12
-    distill_epochs: int = 6  # also the RGB control's continuation
-    target_epochs: int = 20
+    teacher_epochs: int = 10
+    student_epochs: int = 10
+    distill_epochs: int = 5  # also the RGB control's continuation
+    target_epochs: int = 15
     prior_beta: float = 0.1  # see training/demo.py on why β must grow on short schedules
     prior_nonnegative: bool = True
     l1_sigmas: tuple[float, ...] = (1.0e-4, 1.0e-6)  # paper Table 2
@@ -68,8 +69,11 @@ class SynthSizes:
 _QUICK = dict(image_size=32, width=8, source_train=64, source_test=32, target_train=64, target_test=32,
               batch_size=16, teacher_epochs=1, student_epochs=1, distill_epochs=1, target_epochs=2, prior_beta=1.0,
               seeds=2, data_workers=0, render_workers=1)
+#: synth-table2 changes only what happens after the source phases, so that with one --runs-dir and
+#: --data-cache both experiments share the source data, the depth teacher and the RGB student.
 SYNTH_TABLE1 = {"full": SynthSizes(), "quick": SynthSizes(**_QUICK)}
-SYNTH_TABLE2 = {"full": SynthSizes(), "quick": SynthSizes(**_QUICK)}
+SYNTH_TABLE2 = {"full": replace(SYNTH_TABLE1["full"], target_train=1000, target_test=1000, target_epochs=15),
+                "quick": replace(SYNTH_TABLE1["quick"])}
 
 
 def _sigma(value: float) -> str:

@@ -33,6 +33,30 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": float(array.mean()), "std": std, "n": int(array.size)}
 
 
+def detectable_difference(pooled_std: float, seeds: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Smallest difference of two arms' means that ``seeds`` seeds per arm resolve (two-sided two-sample t-test).
+
+    ``(t_{1−α/2, 2n−2} + t_{power, 2n−2}) · s · √(2/n)`` with ``s`` the pooled seed-to-seed standard
+    deviation — the usual normal-approximation sample-size formula with t quantiles; n = 3, α = 0.05,
+    power 0.8 gives 3.03·s.
+    """
+    if seeds < 2 or pooled_std is None:
+        return None
+    from scipy.stats import t
+
+    dof = 2 * seeds - 2
+    return float((t.ppf(1 - alpha / 2, dof) + t.ppf(power, dof)) * pooled_std * math.sqrt(2.0 / seeds))
+
+
+def _power(arms: list[dict], seeds: int) -> dict:
+    """Pooled seed-to-seed std of EPE over the arms (root mean variance) and the difference it lets us detect."""
+    variances = [a["summary"]["epe_mean_mm"]["std"] ** 2 for a in arms
+                 if a["summary"].get("epe_mean_mm", {}).get("std") is not None]
+    pooled = math.sqrt(sum(variances) / len(variances)) if variances else None
+    return {"pooled_std_epe_mm": pooled, "seeds": seeds, "alpha": 0.05, "power": 0.8,
+            "detectable_difference_epe_mm": detectable_difference(pooled, seeds) if pooled is not None else None}
+
+
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -79,9 +103,9 @@ def _data_sizes(plan: Plan) -> dict:
 
 def collect(plan: Plan, wall_s: float | None = None) -> dict:
     """The results of every reported arm, from the run directories (nothing is recomputed)."""
-    arms = [a for a in plan.experiment.reported_arms if a.name not in plan.unavailable]
-    return {"experiment": plan.name, "quick": plan.options.quick,
-            "arms": [_arm_result(plan, a) for a in arms],
+    arms = [_arm_result(plan, a) for a in plan.experiment.reported_arms if a.name not in plan.unavailable]
+    return {"experiment": plan.name, "quick": plan.options.quick, "arms": arms,
+            "power": _power(arms, len(plan.seeds)),
             "description": plan.experiment.description, "seeds_requested": plan.seeds,
             "unavailable": [{"name": n, "reason": r} for n, r in plan.unavailable.items()],
             "data": _data_sizes(plan), "settings": plan.experiment.settings,
@@ -116,6 +140,11 @@ def markdown(results: dict) -> str:
                      f"| {_format(s.get('epe_mean_mm'), 2)} | {_format(s.get('epe_median_mm'), 2)} "
                      f"| {_format(s.get('pa_epe_mean_mm'), 2)} | {_format(s.get('auc'), 3)} ({lo:g}–{hi:g}) "
                      f"| {per_seed} | {wall} |")
+    power = results["power"]
+    if power["detectable_difference_epe_mm"] is not None:
+        lines += ["", f"Pooled seed-to-seed std of EPE {power['pooled_std_epe_mm']:.2f} mm: with {power['seeds']} seeds "
+                  f"per arm, a difference of {power['detectable_difference_epe_mm']:.2f} mm between two arms is "
+                  f"detected with power {power['power']:g} at α = {power['alpha']:g} (two-sided t-test)."]
     if results["unavailable"]:
         lines += ["", "Not run in this checkout:", ""]
         lines += [f"- `{u['name']}`: {u['reason']}" for u in results["unavailable"]]

@@ -1,8 +1,8 @@
 """Run an experiment: data steps once, arms × seeds as ordinary run directories, then aggregate.
 
 Layout under ``out``: ``data/<step>`` (rendered sets, unless ``data_cache`` points elsewhere),
-``runs/<arm>/seed<k>`` (a normal run directory of :func:`training.trainer.train`, with its
-evaluation in ``eval/metrics.json`` and the arm's wall time in ``experiment.json``), and the
+``runs/<arm>/seed<k>`` (unless ``runs_dir`` points elsewhere; a normal run directory of
+:func:`training.trainer.train`, with its evaluation in ``eval/metrics.json`` and the arm's wall time in ``experiment.json``), and the
 aggregate of :mod:`training.experiments.report`.
 
 Resume: a finished training arm (``model.pt`` and ``eval/metrics.json`` present, its
@@ -49,6 +49,7 @@ class RunOptions:
     seeds: int | None = None  # None: the experiment's declared number
     data_root: Path = Path("data")  # converted real datasets (table1-3)
     data_cache: Path | None = None  # rendered data steps (default: <out>/data); may be shared
+    runs_dir: Path | None = None  # arm run directories (default: <out>/runs); may be shared (see run_dir)
     arms: tuple[str, ...] = ()  # only these arms (and what they depend on)
     cluster: str = "none"  # none | local | slurm
     slurm_partition: str = ""
@@ -61,6 +62,7 @@ class RunOptions:
         self.out = Path(self.out).resolve()
         self.data_root = Path(self.data_root).resolve()
         self.data_cache = Path(self.data_cache).resolve() if self.data_cache else self.out / "data"
+        self.runs_dir = Path(self.runs_dir).resolve() if self.runs_dir else self.out / "runs"
         if self.cluster not in ("none", "local", "slurm"):
             raise ExperimentError(f"cluster should be none, local or slurm, found {self.cluster!r}")
 
@@ -93,7 +95,10 @@ class Plan:
         return self.options.data_cache / name
 
     def run_dir(self, arm: str, seed: int) -> Path:
-        return self.options.out / "runs" / arm / f"seed{seed}"
+        """``<runs dir>/<arm>/seed<k>``. Experiments given one runs dir share the arms they declare alike
+        (synth-table1 and synth-table2 train the same teacher and student); an arm of the same name
+        declared differently is refused by :func:`check_run_dir`, never mixed up."""
+        return self.options.runs_dir / arm / f"seed{seed}"
 
     def tasks(self) -> list[Task]:
         """Every task in a valid run order (data steps first, then each arm for all seeds)."""
