@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from common.progress import disable_progress
+from common.progress import PROGRESS_ENV, disable_progress, progress_allowed
 
 INTERRUPTED_MESSAGE = "interrupted; rerun the same command to resume"
 EXIT_INTERRUPTED = 130
@@ -74,8 +74,6 @@ def apply_progress_switch(args: argparse.Namespace) -> bool:
     """Honour ``--no-progress`` (here and in worker processes); return whether progress may show."""
     if getattr(args, "no_progress", False):
         disable_progress()
-    from common.progress import progress_allowed
-
     return progress_allowed()
 
 
@@ -146,7 +144,12 @@ def writing_into(directory: str | Path, flag: str = "--out") -> Iterator[Path]:
 
 def run_tool(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *,
              extra_errors: tuple[type[BaseException], ...] = (), error_code: int = 2) -> int:
-    """Run a tool's ``body(argv)``; bad input, output failures and Ctrl-C end in one line on stderr."""
+    """Run a tool's ``body(argv)``; bad input, output failures and Ctrl-C end in one line on stderr.
+
+    ``--no-progress`` sets :data:`~common.progress.PROGRESS_ENV` for the tool's run (and its
+    workers); it is restored afterwards, so a tool called in-process leaves no trace.
+    """
+    progress_setting = os.environ.get(PROGRESS_ENV)
     try:
         return body(argv)
     except KeyboardInterrupt:
@@ -159,6 +162,11 @@ def run_tool(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except OSError as exc:
         print(f"error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
         return error_code
+    finally:
+        if progress_setting is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = progress_setting
 
 
 def _ignore_further_interrupts() -> None:

@@ -68,7 +68,7 @@ def test_one_switch_turns_progress_off(monkeypatch, switch):
 def test_no_progress_flag_reaches_worker_processes(monkeypatch):
     from common.cli import add_progress_switch, apply_progress_switch, tool_parser
 
-    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    monkeypatch.setenv(PROGRESS_ENV, "1")  # (and restored after the test)
     parser = tool_parser("test tool")
     add_progress_switch(parser)
     assert apply_progress_switch(parser.parse_args([])) is True
