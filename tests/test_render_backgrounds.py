@@ -93,3 +93,35 @@ def test_config_selects_background_families_for_a_domain_shift():
     assert background_source(None, families=("noise",)).families == ("noise",)
     with pytest.raises(ValueError, match="background_families should be a non-empty subset"):
         SynthConfig.from_dict({"background_families": ["plaid"]})
+
+
+def test_recolour_is_the_documented_affine_colour_map():
+    """Hue rotation × gain about grey 128 plus an offset, rounded and clipped to uint8 (OpenCV pass)."""
+    from render.backgrounds import _recolour
+
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    out = _recolour(image, np.random.default_rng(5))
+    rng = np.random.default_rng(5)  # the same draws, in the same order, as _recolour
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    axis = np.full(3, 1.0 / np.sqrt(3.0))
+    cross = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    rotation = np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * np.outer(axis, axis)
+    gain = rng.uniform(0.8, 1.2, size=3) * rng.uniform(0.7, 1.3)
+    offset = 128.0 + rng.uniform(-35.0, 35.0)
+    expected = np.clip(np.rint((image - 128.0) @ (rotation * gain[:, None]).T + offset), 0, 255)
+    assert out.dtype == np.uint8 and np.abs(out.astype(int) - expected).max() <= 1  # float32 matrix rounding
+
+
+def test_composite_takes_hand_pixels_where_the_mask_is_set():
+    from render.postprocess import composite
+
+    rng = np.random.default_rng(1)
+    rgb, background = (rng.integers(0, 256, (12, 10, 3)).astype(np.uint8) for _ in range(2))
+    mask = (rng.uniform(size=(12, 10)) < 0.3).astype(np.uint8)
+    expected = np.where(mask[..., None] == 1, rgb, background)
+    assert np.array_equal(composite(rgb, mask, background), expected)
+    out = np.zeros_like(rgb)
+    assert composite(rgb, mask, background, out=out) is out and np.array_equal(out, expected)
+    in_place = background.copy()
+    composite(rgb, mask, in_place, out=in_place)
+    assert np.array_equal(in_place, expected)
