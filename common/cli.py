@@ -46,7 +46,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or action.required:
+        silent = action.default is None or action.default is False or action.default is argparse.SUPPRESS \
+            or action.default == []  # nothing to show: the help text explains the absence
+        if "default" in text.lower() or silent or action.required:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return f"{text} (default: %(default)s)"

@@ -315,3 +315,23 @@ def test_convert_dataset_errors_and_what_verify_checked(shards, tmp_path, capsys
 class _ToolModule:
     def __init__(self, main):
         self.main = main
+
+
+# --------------------------------------------------------------------------- --help
+
+
+@pytest.mark.parametrize("tool, argv, defaults", [
+    ("render_synth", [], ["samples (default: 50000)", "global seed (default: 0)", "pixels (default: 256)"]),
+    ("show_samples", [], ["(default: samples.png)", "number of samples (default: 8)"]),
+    ("evaluate", [], ["(default: <run>/eval_<data names>)", "(default: 32)", "(default: cpu)"]),
+    ("convert_dataset", ["rhd"], ["pixels (default: 256)", "samples per shard (default: 1000)"]),
+    ("demo", [], ["output directory (default: demo_output)", "(default: 0)", "about 5 minutes"]),
+    ("convert_mano", [], ["(default: next to the input)"]),
+])
+def test_every_help_shows_the_defaults(tool, argv, defaults, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _tool(tool).main(argv + ["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for fragment in defaults:
+        assert fragment in text, fragment
