@@ -28,7 +28,7 @@ def list_experiments() -> str:
     lines = []
     for name, (summary, _) in EXPERIMENTS.items():
         experiment = build(name)
-        lines.append(f"{name:14s} {summary}; {len(experiment.arms)} steps per seed, {experiment.seeds} seeds")
+        lines.append(f"{name:15s} {summary}; {len(experiment.arms)} arms per seed, {experiment.seeds} seeds")
     return "\n".join(lines)
 
 

@@ -101,11 +101,26 @@ def _data_sizes(plan: Plan) -> dict:
     return sizes
 
 
+def _phi_statistics(plan: Plan) -> dict:
+    """Per-layer-type statistics of every prior file the experiment wrote (learned φ and the controls), per seed
+    (:func:`training.prior_controls.prior_file_statistics`: mean, std, min, max, fraction negative, Σφ)."""
+    from training.prior_controls import prior_file_statistics
+
+    out = {}
+    for arm in plan.experiment.arms:
+        if arm.name in plan.unavailable or isinstance(arm, EvalArm):
+            continue
+        files = {s: p for s in plan.seeds if (p := plan.run_dir(arm.name, s) / "prior.pt").is_file()}
+        if files:
+            out[arm.name] = {"seeds": list(files), "statistics": [prior_file_statistics(p) for p in files.values()]}
+    return out
+
+
 def collect(plan: Plan, wall_s: float | None = None) -> dict:
     """The results of every reported arm, from the run directories (nothing is recomputed)."""
     arms = [_arm_result(plan, a) for a in plan.experiment.reported_arms if a.name not in plan.unavailable]
     return {"experiment": plan.name, "quick": plan.options.quick, "arms": arms,
-            "power": _power(arms, len(plan.seeds)),
+            "power": _power(arms, len(plan.seeds)), "phi": _phi_statistics(plan),
             "description": plan.experiment.description, "seeds_requested": plan.seeds,
             "unavailable": [{"name": n, "reason": r} for n, r in plan.unavailable.items()],
             "data": _data_sizes(plan), "settings": plan.experiment.settings,
@@ -152,6 +167,17 @@ def markdown(results: dict) -> str:
     if incomplete:
         lines += ["", "Seeds without results (not finished or failed): "
                   + "; ".join(f"`{a['name']}` {a['missing_seeds']}" for a in incomplete)]
+    if results["phi"]:
+        lines += ["", "## The priors φ", "", "Per layer type, mean over seeds (per-seed values in `results.json`).", "",
+                  "| prior file of | layer type | elements | mean φ | min φ | max φ | fraction φ < 0 | Σφ |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for arm, entry in results["phi"].items():
+            for kind in entry["statistics"][0]:
+                rows = [s[kind] for s in entry["statistics"] if kind in s]
+                mean = {k: float(np.mean([r[k] for r in rows])) for k in ("mean", "min", "max", "fraction_negative",
+                                                                          "sum")}
+                lines.append(f"| {arm} | {kind} | {rows[0]['count']} | {mean['mean']:.3g} | {mean['min']:.3g} "
+                             f"| {mean['max']:.3g} | {mean['fraction_negative']:.2f} | {mean['sum']:.3g} |")
     lines += ["", "## Data", "", "| step | samples | details |", "|---|---|---|"]
     for name, info in results["data"].items():
         details = ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("path", "num_samples"))

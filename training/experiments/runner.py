@@ -27,16 +27,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from datasets.atomic import write_text_atomic
 from training.experiments.catalog import build
 from training.experiments.spec import (EvalArm, Experiment, ExperimentError, PriorControl, RealData, RenderData,
                                        Step, TrainArm)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-#: config keys that do not change what a run computes (so a rerun with other values still resumes)
-NOT_IDENTITY = {("threads",), ("progress",), ("device",), ("resume",), ("data", "workers")}
 PRIOR_CONTROLS = {"shuffled": "shuffled_prior", "matched": "matched_prior"}
 
 
@@ -191,32 +187,20 @@ def arm_config(plan: Plan, arm: TrainArm, seed: int):
     return load_config(CONFIGS / f"{arm.config}.yaml", overrides)
 
 
-def _identity(values: dict, prefix: tuple[str, ...] = ()) -> dict:
-    out = {}
-    for key, value in values.items():
-        path = (*prefix, key)
-        if path in NOT_IDENTITY or key == "_provenance":
-            continue
-        out[".".join(path)] = value if not isinstance(value, dict) else None
-        if isinstance(value, dict):
-            out.update(_identity(value, path))
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def check_run_dir(cfg, run_dir: Path) -> None:
-    """Refuse a run directory whose ``config.yaml`` was written with other settings."""
-    from training.config import config_to_dict
+    """Refuse a run directory whose ``config.yaml`` was written with other settings
+    (:func:`training.run_directory.config_differences`: result-neutral keys such as threads may differ)."""
+    from training.config import read_yaml_mapping
+    from training.run_directory import config_differences, describe
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    old = _identity(yaml.safe_load(path.read_text()) or {})
-    new = _identity(config_to_dict(cfg))
-    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if differing:
-        details = "; ".join(f"{k}: existing {old.get(k)!r} vs declared {new.get(k)!r}" for k in differing[:4])
-        raise ExperimentError(f"{path}: this run was made with other settings ({details}); use another --out or "
-                              "delete the run directory")
+    differences = config_differences(read_yaml_mapping(path, "run config"), cfg)
+    if differences:
+        raise ExperimentError(f"{run_dir}: this arm-seed was run with other settings ({describe(differences)}); "
+                              "rerun with the original declaration to resume it, or use another --out / --runs-dir "
+                              "(or delete that run directory) for the new one")
 
 
 # --------------------------------------------------------------------------- running one task
