@@ -10,7 +10,8 @@ loses at most the shards in progress.
 Guarantees (tested in ``tests/test_render_synth.py``):
 
 - determinism — sample ``i`` depends only on (config, seed, shard size, chunk size, i):
-  bitwise the same arrays for any worker count, shard subset or interruption. (The
+  bitwise the same shard files for any worker count, shard subset, interruption or way of
+  typing the command (the command lines are kept in the manifest's ``invocations`` only). (The
   hand model runs batched per chunk of a shard, and batched float arithmetic can differ
   in the last bit from unbatched, so the shard and chunk sizes are part of a dataset's
   identity in the manifest.)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Render a synthetic MANO hand dataset (RGB, depth, mask, 3D/2D joints) into HDF5 shards.
 
-Resumable (rerun the same command to finish what is missing), deterministic (same seed →
-same samples for any --workers or interruption), shardable across machines.
+Resumable (rerun the same command to finish what is missing), deterministic (same seed and
+settings → bitwise the same shard files for any --workers, flag order or interruption; the
+command lines are recorded in manifest.json's "invocations"), shardable across machines.
 
 Example:
     python tools/render_synth.py --out data/synth --num 50000 --seed 0 --workers 2
