@@ -97,7 +97,7 @@ def compact_sample(raw: dict, index: int, geometric: list[GeometricTransform], w
     if warp_images:
         rgb = warp_stored_image(rgb, plan.M, plan.size)
         depth = None if depth is None else warp_stored_image(depth, plan.M, plan.size, nearest=True)
-    out = {"rgb8": np.ascontiguousarray(rgb, np.uint8),
+    out = {"rgb8": _channels_first(rgb),
            "joints3d": np.asarray(raw["joints3d"], np.float32), "joints2d": np.asarray(raw["joints2d"], np.float32),
            "visible": np.asarray(raw["visible"], bool), "K": np.asarray(raw["K"], np.float32),
            "plan_M": np.asarray(plan.M, np.float64), "plan_K": np.asarray(plan.K, np.float64),
@@ -120,6 +120,13 @@ def _batch_tensor(shape: tuple, dtype: np.dtype) -> tuple[torch.Tensor, np.ndarr
         storage = tensor.untyped_storage()._new_shared(int(np.prod(shape)) * tensor.element_size())
         tensor = tensor.new(storage).view(shape)
     return tensor, tensor.numpy()
+
+
+def _channels_first(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) → (3, H, W), the layout of the network input (cv2.split: a fast de-interleave)."""
+    import cv2
+
+    return np.stack(cv2.split(np.ascontiguousarray(rgb, np.uint8)))
 
 
 def collate_compact(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -212,7 +219,7 @@ class BatchTransform:
         M = batch["plan_M"].to(torch.float64)
         M_inverse = torch.linalg.inv(M)
         out = self._geometry(batch, M, height, width)
-        grid = None if self.warped else _sampling_grid(M_inverse, height, width, *batch["rgb8"].shape[1:3])
+        grid = None if self.warped else _sampling_grid(M_inverse, height, width, *batch["rgb8"].shape[2:4])
         out.update(self._rgb(batch, grid))
         if self.cube_half_size is not None and "depth16" in batch:
             out["depth_input"] = self._depth(batch, grid, M_inverse, out["joints3d"], height, width)
@@ -244,52 +251,52 @@ class BatchTransform:
     def _rgb(self, batch, grid) -> dict[str, torch.Tensor]:
         """``rgb`` (B, 3, H, W) in [0, 1] (warped unless done, colour-jittered) and/or ``rgb_input``.
 
-        Few passes over the pixels: the uint8 → float copy, one channel mean and one
-        batched 3×3 product per colour set (the 1/255 folded into the first). When only
-        ``rgb_input`` is kept, the normalisation is folded into the last product and its
-        clip to [0, 1] becomes a clip to [(0 − mean)/std, (1 − mean)/std].
+        Each colour set is ``y_c = α·x_c + β·g + d`` with ``g = w·x`` the grey of each pixel
+        (``α = c·b·s``, ``β = c·b·(1−s)``, ``d = (1−c)·b·mean(g)``), then a clip: two fused
+        multiply-adds and a clamp per pixel after one uint8 → float conversion (the 1/255
+        folded into α and β). When only ``rgb_input`` is kept, the normalisation
+        is folded into the last set and its clip to [0, 1] becomes a clip to
+        [(0 − mean)/std, (1 − mean)/std].
         """
         rgb8 = batch["rgb8"]
         count, device = rgb8.shape[0], rgb8.device
         if grid is None:
-            height, width = rgb8.shape[1:3]
-            x = torch.empty((count, 3, height, width), dtype=torch.float32, device=device)
-            x.copy_(rgb8.permute(0, 3, 1, 2))  # layout and dtype in one pass
-            scale = 1.0 / 255.0
+            x = rgb8.flatten(2).float()  # one contiguous conversion (mixed-dtype arithmetic would copy more)
         else:
-            x = F.grid_sample(rgb8.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="zeros",
-                              align_corners=False)
-            scale = 1.0 / 255.0  # bilinear weights sum to ≤ 1: the result stays in [0, 255]
-        shape, flat = x.shape, x.flatten(2)
-        luma = torch.tensor(_LUMA, dtype=torch.float64, device=device)
+            x = F.grid_sample(rgb8.float(), grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False).flatten(2)  # bilinear weights sum to ≤ 1: stays in [0, 255]
+        shape = (count, 3) + tuple(rgb8.shape[2:]) if grid is None else (count, 3) + tuple(grid.shape[1:3])
         mean = torch.tensor(RGB_MEAN, dtype=torch.float64, device=device)
         std = torch.tensor(RGB_STD, dtype=torch.float64, device=device)
         colour = batch["plan_colour"].to(device=device, dtype=torch.float64)
         sets = colour.shape[1]
         fold_inputs = self.cube_half_size is not None and not self.keep_rgb
-        eye = torch.eye(3, dtype=torch.float64, device=device).expand(count, 3, 3)
+        scale, ones = 1.0 / 255.0, torch.ones((count, 1), dtype=torch.float64, device=device)
         for k in range(max(sets, 1)):
+            grey = None
             if k < sets:
-                b, c, s = (colour[:, k, i, None, None] for i in range(3))
-                grey_mean = (flat.mean(dim=2).to(torch.float64) * scale) @ luma  # mean of w·x, (B,)
-                matrix = c * b * (s * eye + (1 - s) * luma[None, None, :]) * scale
-                offset = ((1 - c[:, 0, 0]) * b[:, 0, 0] * grey_mean)[:, None].expand(count, 3)
+                b, c, s = (colour[:, k, i, None] for i in range(3))
+                grey = _grey(x)
+                grey_mean = grey.mean(dim=1, keepdim=True).to(torch.float64) * scale
+                alpha, beta, offset = c * b * s * scale * ones, c * b * (1 - s) * scale, (1 - c) * b * grey_mean
             else:
-                matrix, offset = eye * scale, torch.zeros((count, 3), dtype=torch.float64, device=device)
+                alpha, beta, offset = scale * ones, None, 0.0 * ones
+            alpha, offset = alpha.expand(count, 3), offset.expand(count, 3)
             low, high = torch.zeros(3, dtype=torch.float64, device=device), torch.ones(3, dtype=torch.float64,
                                                                                         device=device)
-            if fold_inputs and k == max(sets, 1) - 1:  # (clip(Cx + d, 0, 1) − m)/σ = clip((Cx + d − m)/σ, −m/σ, (1−m)/σ)
-                matrix, offset = matrix / std[None, :, None], (offset - mean) / std
-                low, high = -mean / std, (1 - mean) / std
-            if sets == 0 and not fold_inputs:
-                flat = flat.mul_(scale)  # plain conversion: no product needed
-            else:
-                flat = torch.baddbmm(offset.to(torch.float32)[..., None], matrix.to(torch.float32), flat)
-            flat = flat.clamp_(low.to(torch.float32)[:, None], high.to(torch.float32)[:, None])
+            if fold_inputs and k == max(sets, 1) - 1:  # (clip(y, 0, 1) − m)/σ = clip((y − m)/σ, −m/σ, (1 − m)/σ)
+                alpha, offset, low, high = alpha / std, (offset - mean) / std, -mean / std, (1 - mean) / std
+                beta = None if beta is None else beta / std
+            # in place on our own float copy; broadcast addcmul and tensor-bound clamps are several times slower
+            x.mul_(alpha.to(torch.float32)[..., None]).add_(offset.to(torch.float32)[..., None])
+            if beta is not None:
+                x.addcmul_(grey[:, None], beta.expand(count, 3).to(torch.float32)[..., None])
+            for channel in range(3):
+                x[:, channel].clamp_(float(low[channel]), float(high[channel]))
             scale = 1.0
         if fold_inputs:
-            return {"rgb_input": flat.view(shape)}
-        rgb = flat.view(shape)
+            return {"rgb_input": x.view(shape)}
+        rgb = x.view(shape)
         if self.cube_half_size is None:
             return {"rgb": rgb}
         return {"rgb": rgb, "rgb_input": _normalise_rgb(rgb)}
@@ -323,6 +330,13 @@ class BatchTransform:
     def __repr__(self) -> str:
         return (f"BatchTransform(target={self.target}, cube_half_size={self.cube_half_size}, warped={self.warped}, "
                 f"keep_rgb={self.keep_rgb})")
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """``w·x`` per pixel (B, N) of a float image (B, 3, N)."""
+    grey = torch.mul(x[:, 0], _LUMA[0])
+    grey.add_(x[:, 1], alpha=_LUMA[1])
+    return grey.add_(x[:, 2], alpha=_LUMA[2])
 
 
 def _plane(coefficients: torch.Tensor, height: int, width: int) -> torch.Tensor:
