@@ -125,6 +125,8 @@ def test_train_tool_reports_unknown_key(tmp_path, capsys):
     ("data.val_protocol=mpii", "data.val_protocol should be one of ('auto', 'rhd', 'stb'), found 'mpii'"),
     ("optim.lr=.nan", "'optim.lr' expects a finite float, found nan"),
     ("prior.beta=.inf", "'prior.beta' expects a finite float, found inf"),
+    ("data.train=[data/synth,'']", "data.train should be a list of shard directories, none of them empty, "
+                                    "found ['data/synth', '']"),
 ])
 def test_nonsense_values_are_rejected_at_load_in_one_line_naming_the_key(override, expected):
     with pytest.raises(ConfigError) as err:

@@ -201,6 +201,8 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("threads", lambda v: v >= 0, ">= 0 (0 = PyTorch's default)"),
     ("log_every", lambda v: v > 0, "> 0"),
     ("checkpoint_every", lambda v: v > 0, "> 0"),
+    ("data.train", lambda v: all(str(d).strip() for d in v), "a list of shard directories, none of them empty"),
+    ("data.val", lambda v: all(str(d).strip() for d in v), "a list of shard directories, none of them empty"),
     ("data.image_size", lambda v: v >= 16, ">= 16"),
     ("data.workers", lambda v: v >= 0, ">= 0"),
     ("data.val_protocol", lambda v: v in VAL_PROTOCOLS, f"one of {VAL_PROTOCOLS}"),
