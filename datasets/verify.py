@@ -159,8 +159,8 @@ def verify_report(directory: str | Path, tolerance_px: float = DEFAULT_TOLERANCE
             report.checksums += 1
             actual = file_sha256(path)
             if actual != entry["sha256"]:
-                problems.append(Problem(str(path), f"checksum mismatch: the manifest records {entry['sha256'][:12]}…, "
-                                                   f"the file hashes to {actual[:12]}…"))
+                problems.append(Problem(str(path), f"checksum mismatch: the manifest records "
+                                                   f"{entry['sha256'][:12]}…, the file hashes to {actual[:12]}…"))
         expected = int(entry["num_samples"]) if entry is not None and "num_samples" in entry else None
         try:
             f = open_shard(path, expected_samples=expected)

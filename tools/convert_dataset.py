@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
-from common.cli import HelpFormatter, apply_progress_switch, positive_int, run_tool, tool_parser, writing_into  # noqa: E402
+from common.cli import (HelpFormatter, apply_progress_switch, positive_int, run_tool, tool_parser,  # noqa: E402
+                        writing_into)
 from datasets.convert import DEFAULT_SHARD_SIZE, DEFAULT_SPLITS, ConvertConfig, convert  # noqa: E402
 from datasets.errors import DatasetError  # noqa: E402
 from datasets.splits import SPLITS, check_shard_directory  # noqa: E402

@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--skin-texture", help="image whose colours replace the skin palette")
     parser.add_argument("--mano", help="MANO_RIGHT.pkl/.npz (default: the embedded open hand)")
     parser.add_argument("--shards", help="render only these shards, e.g. '3-7,9' (default: all)")
-    parser.add_argument("--shard-index", type=int, help="this job's index in a job array, 0 … count-1 (with --shard-count)")
+    parser.add_argument("--shard-index", type=int,
+                        help="this job's index in a job array, 0 … count-1 (with --shard-count)")
     parser.add_argument("--shard-count", type=positive_int, help="number of jobs in the job array")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SynthConfig field, VALUE as JSON, e.g. --set margin=0.1 "
