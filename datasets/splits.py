@@ -61,6 +61,9 @@ def directory_identity(root: str | Path) -> dict[str, Any]:
     ``evaluation`` is true when any of them is an evaluation/test split.
     """
     root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: shard directory not found (tools/convert_dataset.py and tools/render_synth.py "
+                           f"create shard directories)")
     check_shard_directory(root)
     manifest = read_manifest(root)
     source, splits = manifest.get("source"), [manifest["split"]] if "split" in manifest else []

@@ -61,6 +61,8 @@ def test_split_identity_and_refusals(tmp_path):
     assert directory_identity(train) == {"source": "stb", "splits": ["train"], "evaluation": False}
     assert directory_identity(test)["evaluation"] is True
     check_training_directory(train)
+    with pytest.raises(DatasetError, match=r"stb_256/val: shard directory not found \(tools/convert_dataset.py"):
+        check_training_directory(tmp_path / "stb_256" / "val")
     check_training_directory(test, allow_evaluation_split=True)
     with pytest.raises(DatasetError, match=r"stb_256/test: holds stb's evaluation/test split \(test\).*"
                                            r"data.allow_eval_split=true"):
