@@ -80,7 +80,7 @@ def plan_stored_sample(raw: dict, index: int, geometric: list[GeometricTransform
     height, width = raw["rgb"].shape[:2]
     view = {"K": np.asarray(raw["K"], np.float64), "size": (height, width),
             "joints2d": np.asarray(raw["joints2d"], np.float64), "index": index}
-    if "mask" in raw:
+    if "mask" in raw and any(t.needs_images for t in geometric):  # a crop around the mask
         view["mask"] = (np.asarray(raw["mask"]) > 0)[None]
     plan = Warp(np.eye(3), (height, width), view["K"])
     for transform in geometric:
