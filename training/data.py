@@ -117,14 +117,6 @@ def require_keys(dataset: Dataset, keys: Sequence[str], directories: Sequence[st
                              f"(found keys {sorted(sample)})")
 
 
-def _collate(samples: list[dict]) -> dict:
-    """Stack the tensors the trainers and the evaluation use; other keys are dropped."""
-    keys = ("rgb", "rgb_input", "depth_input", "target", "root", "scale", "joints3d", "joints2d", "visible", "K")
-    batch = {k: torch.stack([s[k] for s in samples]) for k in keys if k in samples[0]}
-    batch["index"] = torch.tensor([int(s["index"]) for s in samples])
-    return batch
-
-
 def sample_sources(dataset: Dataset, indices: Sequence[int]) -> tuple[list[str], list[int]]:
     """The shard file and the index inside it of each dataset index (through ``ConcatDataset``
     and wrappers such as ``CompactSamples`` that keep their ``ShardDataset`` as ``.shards``)."""
