@@ -15,6 +15,11 @@ Random transforms are reproducible: with a ``seed`` each sample draws from
 and the augmentation independent), so DataLoader workers and resumed runs see the same
 draws. Call ``set_epoch(epoch)`` (on the transform or on :class:`Compose`) before each
 epoch's DataLoader iterator is created (workers copy the transform when they start).
+
+The training and evaluation loaders (:mod:`training.data`) run these chains split in two
+(:mod:`datasets.batch_transform`): the workers plan the warps with the classes below and
+deliver compact uint8/uint16 images, the main process finishes whole batches on the
+training device. The per-sample chain here is the reference that split is tested against.
 """
 from __future__ import annotations
 
