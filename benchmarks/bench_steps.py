@@ -60,48 +60,70 @@ def _sync(device):
 
 
 META_KINDS = ("exact", "efficient", "first_order")
+KINDS = ("teacher", "student", "distill") + META_KINDS
 BASE = "distill"
 
 
 def labels(inner_steps: int) -> dict[str, str]:
     """Table label of each kind."""
-    return {"student": "plain student step (L_REG)", "distill": "distillation step (G)",
-            "exact": f"Algorithm 1, exact (l={inner_steps})", "efficient": f"Algorithm 3, efficient (l={inner_steps})",
-            "first_order": f"first order (l={inner_steps})"}
+    return {"teacher": "teacher step (depth, L_REG)", "student": "plain student step (L_REG)",
+            "distill": "distillation step (G)", "exact": f"Algorithm 1, exact (l={inner_steps})",
+            "efficient": f"Algorithm 3, efficient (l={inner_steps})", "first_order": f"first order (l={inner_steps})"}
 
 
-def build_steps(args):
-    """Return {kind: callable running one iteration} sharing one student, teacher and batch."""
-    device = torch.device(args.device)
+def make_steps(model: str = "resnet18", width: int = 16, batch: int = 32, size: int = 128, inner_steps: int = 1,
+               device: str = "cpu", kinds=KINDS[1:], autocast_dtype: torch.dtype | None = None,
+               channels_last: bool = False) -> dict:
+    """{kind: callable running one training iteration with an Adam step} on one fixed random batch.
+
+    The student, the frozen teacher (distillation and meta kinds) and the batch are shared; the
+    teacher kind trains a separate depth network. ``autocast_dtype`` runs each iteration under
+    ``torch.autocast`` (e.g. bfloat16); ``channels_last`` stores networks and images NHWC.
+    """
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    student = build_model(args.model, 3, width=args.width).to(device).train()
-    teacher = build_model(args.model, 1, width=args.width).to(device).eval().requires_grad_(False)
-    rgb = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    depth = torch.rand(args.batch, 1, args.size, args.size, device=device)
-    target = torch.randn(args.batch, 63, device=device)
+
+    def network(channels):
+        return build_model(model, channels, width=width).to(device=device, memory_format=memory_format)
+
+    def images(channels):
+        return torch.rand(batch, channels, size, size, device=device).contiguous(memory_format=memory_format)
+
+    student = network(3).train()
+    teacher = network(1).eval().requires_grad_(False)
+    rgb, depth, target = images(3), images(1), torch.randn(batch, 63, device=device)
     optimizer = torch.optim.Adam(student.parameters(), lr=2.5e-4)
     learners = {algorithm: MetaPriorLearner(student, teacher, init_phi(student), alpha=2.5e-4, beta=1e-3,
-                                            inner_steps=args.inner_steps, algorithm=algorithm)
-                for algorithm in META_KINDS}
+                                            inner_steps=inner_steps, algorithm=algorithm)
+                for algorithm in META_KINDS if algorithm in kinds}
+    depth_network = network(1).train() if "teacher" in kinds else None
+    depth_optimizer = torch.optim.Adam(depth_network.parameters(), lr=2.5e-4) if depth_network else None
 
-    def plain():
-        regression_loss(student(rgb)["pred"], target).backward()
-
-    def distill():
-        distillation_step(student, teacher, rgb, depth, target)
-
-    def with_adam(fn):
+    def iteration(fn, opt=optimizer):
         def run():
-            optimizer.zero_grad(set_to_none=True)
-            fn()
-            optimizer.step()
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                fn()
+            opt.step()
         return run
 
     def meta(algorithm):
-        return with_adam(lambda: learners[algorithm].step(rgb, depth, target))
+        return iteration(lambda: learners[algorithm].step(rgb, depth, target))
 
-    return {"student": with_adam(plain), "distill": with_adam(distill),
-            **{algorithm: meta(algorithm) for algorithm in META_KINDS}}
+    steps = {
+        "teacher": lambda: iteration(lambda: regression_loss(depth_network(depth)["pred"].float(), target).backward(),
+                                     depth_optimizer),
+        "student": lambda: iteration(lambda: regression_loss(student(rgb)["pred"].float(), target).backward()),
+        "distill": lambda: iteration(lambda: distillation_step(student, teacher, rgb, depth, target)),
+        **{algorithm: (lambda a=algorithm: meta(a)) for algorithm in META_KINDS},
+    }
+    return {kind: steps[kind]() for kind in kinds}
+
+
+def build_steps(args):
+    """The step of every kind but the teacher's at the command line's settings."""
+    return make_steps(args.model, args.width, args.batch, args.size, args.inner_steps, args.device)
 
 
 def measure(steps, repeats, warmup, device):
