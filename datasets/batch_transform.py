@@ -282,17 +282,17 @@ class BatchTransform:
             else:
                 alpha, beta, offset = scale * ones, None, 0.0 * ones
             alpha, offset = alpha.expand(count, 3), offset.expand(count, 3)
-            low, high = torch.zeros(3, dtype=torch.float64, device=device), torch.ones(3, dtype=torch.float64,
-                                                                                        device=device)
+            bounds = [(0.0, 1.0)] * 3  # python floats: no device → host copies on a GPU
             if fold_inputs and k == max(sets, 1) - 1:  # (clip(y, 0, 1) − m)/σ = clip((y − m)/σ, −m/σ, (1 − m)/σ)
-                alpha, offset, low, high = alpha / std, (offset - mean) / std, -mean / std, (1 - mean) / std
+                alpha, offset = alpha / std, (offset - mean) / std
+                bounds = [(-m / sd, (1.0 - m) / sd) for m, sd in zip(RGB_MEAN, RGB_STD)]
                 beta = None if beta is None else beta / std
             # in place on our own float copy; broadcast addcmul and tensor-bound clamps are several times slower
             x.mul_(alpha.to(torch.float32)[..., None]).add_(offset.to(torch.float32)[..., None])
             if beta is not None:
                 x.addcmul_(grey[:, None], beta.expand(count, 3).to(torch.float32)[..., None])
-            for channel in range(3):
-                x[:, channel].clamp_(float(low[channel]), float(high[channel]))
+            for channel, (low, high) in enumerate(bounds):
+                x[:, channel].clamp_(low, high)
             scale = 1.0
         if fold_inputs:
             return {"rgb_input": x.view(shape)}
