@@ -166,6 +166,10 @@ def test_a_run_directory_made_with_other_settings_is_refused(table1, shared):
     plan.experiment = replace(plan.experiment, common=(*plan.experiment.common, "optim.lr=0.5"))
     with pytest.raises(ExperimentError, match="optim.lr"):
         run_task(plan, Task("rgb_student", 0))
+    source, test = plan.experiment.data  # a data step declared anew (another crop size) in the same data folder
+    plan.experiment = replace(plan.experiment, data=(replace(source, image_size=source.image_size + 8), test))
+    with pytest.raises(ValueError, match="different settings"):
+        run_task(plan, Task("source_train"))
 
 
 def test_local_submitit_jobs_respect_dependencies_and_match_the_sequential_run(table1, shared, tmp_path):

@@ -6,8 +6,8 @@ arms are not retrained. See docs/experiments.md.
 Examples:
     python tools/experiment.py --list
     python tools/experiment.py synth-table1 --quick --out /tmp/synth1_quick
-    python tools/experiment.py synth-table2 --seeds 3 --out experiments/synth-table2
-    python tools/experiment.py table2 --data-root data --out experiments/table2 --cluster slurm --slurm-partition gpu --gpus-per-job 1
+    python tools/experiment.py synth-table2 --seeds 3 --out runs/experiments/synth-table2
+    python tools/experiment.py table2 --data-root data --cluster slurm --slurm-partition gpu --gpus-per-job 1
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the declared experiments and exit")
     parser.add_argument("--seeds", type=positive_int, default=None, help="number of seeds 0..N-1 (default: the experiment's)")
     parser.add_argument("--quick", action="store_true", help="the same arms at tiny size (a smoke run)")
-    parser.add_argument("--out", type=Path, default=None, help="experiment directory (default experiments/NAME)")
+    parser.add_argument("--out", type=Path, default=None, help="experiment directory (default runs/experiments/NAME)")
     parser.add_argument("--data-root", type=Path, default=Path("data"),
                         help="folder of converted datasets for table1-3 (default: data)")
     parser.add_argument("--data-cache", type=Path, default=None,
@@ -62,7 +62,8 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     if not args.name:
         parser.error("name an experiment to run, or use --list")
-    options = RunOptions(out=args.out or Path("experiments") / (args.name + ("-quick" if args.quick else "")),
+    default_out = Path("runs") / "experiments" / (args.name + ("-quick" if args.quick else ""))
+    options = RunOptions(out=args.out or default_out,
                          quick=args.quick, seeds=args.seeds, data_root=args.data_root, data_cache=args.data_cache,
                          runs_dir=args.runs_dir,
                          arms=tuple(a for a in args.arms.split(",") if a), cluster=args.cluster,

@@ -211,9 +211,10 @@ def _real(*names: str) -> tuple[RealData, ...]:
     return tuple(RealData(n, REAL_DATA[n][0], REAL_DATA[n][1]) for n in names)
 
 
-def _synthetic_50k() -> RenderData:
-    """Paper Sect. 5.1: 50,000 synthetic MANO renders with depth (embedded hand model here)."""
-    return RenderData("synth", PAPER["synthetic_samples"], 0, "source", PAPER["image_size"], PAPER["render_workers"])
+def _synthetic_50k(quick: bool) -> RenderData:
+    """Paper Sect. 5.1: 50,000 synthetic MANO renders with depth (embedded hand model here; 64 with ``--quick``)."""
+    return RenderData("synth", 64 if quick else PAPER["synthetic_samples"], 0, "source", PAPER["image_size"],
+                      PAPER["render_workers"])
 
 
 def _paper_rhd_source(suffix: str, train: tuple[str, ...], extra: tuple[str, ...], meta: bool) -> list:
@@ -246,7 +247,7 @@ def table1(quick: bool) -> Experiment:
                               f"distill.teacher={{depth_teacher{suffix}}}/model.pt", no_prior), "rhd_test", AUC_RHD,
                              f"Table 1: + synthetic data, {'ResNet-50' if extra else 'ResNet-18'}"))
     return Experiment("table1", "Paper Table 1 on RHD: RGB, depth and KD (L_ACT; L_ACT + L_ATT; + 50k synthetic "
-                      "renders; ResNet-50)", (*_real("rhd_train", "rhd_test"), _synthetic_50k()), tuple(arms),
+                      "renders; ResNet-50)", (*_real("rhd_train", "rhd_test"), _synthetic_50k(quick)), tuple(arms),
                       PAPER["seeds"], (), dict(PAPER))
 
 
@@ -258,7 +259,7 @@ def table2(quick: bool) -> Experiment:
                           PAPER["l2_sigmas"], AUC_STB))
     return Experiment("table2", "Paper Table 2: RHD + synthetic source (ResNet-18) → STB target, every regulariser "
                       "row plus the shuffled-φ and matched-ℓ2 controls",
-                      (*_real("rhd_train", "rhd_test", "stb_train", "stb_test"), _synthetic_50k()), arms,
+                      (*_real("rhd_train", "rhd_test", "stb_train", "stb_test"), _synthetic_50k(quick)), arms,
                       PAPER["seeds"], (), dict(PAPER))
 
 
@@ -274,7 +275,7 @@ def table3(quick: bool) -> Experiment:
     names = ["rhd_train", "rhd_test", "stb_train", "stb_test"]
     names += [f"freihand_{d}_{p}" for d in FREIHAND_DOMAINS.values() for p in ("train", "test")]
     return Experiment("table3", "Paper Table 3: none / default ℓ2 (σ = 1e-5) / R on FreiHAND G, H, S, A and STB",
-                      (*_real(*names), _synthetic_50k()), tuple(arms), PAPER["seeds"], (), dict(PAPER))
+                      (*_real(*names), _synthetic_50k(quick)), tuple(arms), PAPER["seeds"], (), dict(PAPER))
 
 
 EXPERIMENTS: dict[str, tuple[str, Callable[[bool], Experiment]]] = {
@@ -295,6 +296,6 @@ def build(name: str, quick: bool = False) -> Experiment:
     if name not in EXPERIMENTS:
         raise ExperimentError(f"unknown experiment {name!r}; declared: {', '.join(EXPERIMENTS)}")
     experiment = EXPERIMENTS[name][1](quick)
-    if quick and experiment.name.startswith("table"):
+    if quick and experiment.name.startswith("table"):  # a smoke run of the real-data protocol: 2 steps per run
         experiment = replace(experiment, common=(*experiment.common, "optim.max_steps=2"))
     return experiment

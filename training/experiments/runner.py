@@ -208,12 +208,14 @@ def check_run_dir(cfg, run_dir: Path) -> None:
 
 def task_done(plan: Plan, task: Task) -> bool:
     step = plan.experiment.step(task.step)
-    if isinstance(step, RenderData):
+    if isinstance(step, RenderData):  # complete and rendered with these settings (else render.synth decides)
         manifest = plan.data_path(step.name) / "manifest.json"
         if not manifest.is_file():
             return False
         values = json.loads(manifest.read_text())
-        return values.get("num") == step.num and values.get("num_samples") == step.num
+        job = _render_job(plan, step)
+        return (values.get("num") == values.get("num_samples") == step.num and values.get("seed") == step.seed
+                and values.get("config") == json.loads(job.config.to_json()))
     run_dir = plan.run_dir(step.name, task.seed)
     if isinstance(step, PriorControl):
         return (run_dir / "prior.pt").is_file()
@@ -224,17 +226,24 @@ def task_done(plan: Plan, task: Task) -> bool:
     return (run_dir / "model.pt").is_file() and metrics.is_file()
 
 
-def _render(plan: Plan, step: RenderData) -> None:
-    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+def _render_job(plan: Plan, step: RenderData):
+    """The :class:`render.synth.GenerationJob` of a data step (domains: :func:`training.demo.domain_options`)."""
     from render.sampling import SynthConfig
-    from render.synth import GenerationJob, generate
+    from render.synth import GenerationJob
     from training.demo import domain_options
 
     config = SynthConfig(**dict(domain_options(step.domain)[0], image_size=step.image_size))
-    job = GenerationJob(out=plan.data_path(step.name), num=step.num, seed=step.seed,
-                        shard_size=max(1, min(step.num, 500)), workers=step.workers, config=config,
-                        command=f"tools/experiment.py {plan.name} (data step {step.name}, {step.domain} domain)")
-    generate(job, progress_bar=plan.options.progress, log=lambda message: None)
+    return GenerationJob(out=plan.data_path(step.name), num=step.num, seed=step.seed,
+                         shard_size=max(1, min(step.num, 500)), workers=step.workers, config=config,
+                         command=f"tools/experiment.py {plan.name} (data step {step.name}, {step.domain} domain)")
+
+
+def _render(plan: Plan, step: RenderData) -> None:
+    """Render (or complete) a data step; a directory holding another dataset is refused by render.synth."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    from render.synth import generate
+
+    generate(_render_job(plan, step), progress_bar=plan.options.progress, log=lambda message: None)
 
 
 def _evaluate(plan: Plan, checkpoint: Path, step, run_dir: Path, image_size: int | None) -> dict:
