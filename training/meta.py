@@ -67,7 +67,7 @@ import torch
 from torch import autograd, nn
 from torch.func import functional_call
 
-from training.losses import ATTENTION_WEIGHT, distillation_loss, regression_loss, teacher_features
+from training.losses import ATTENTION_WEIGHT, LossTerms, distillation_loss, regression_loss, teacher_features
 from training.regularizers import PRIORS
 
 ALGORITHMS = ("exact", "efficient", "first_order")
@@ -118,7 +118,9 @@ class MetaPriorLearner:
         algorithm: ``"exact"`` (second order through the unrolled steps), ``"efficient"`` or
             ``"first_order"`` (phi-gradient from grad G(theta), the cost of a distillation step).
         prior: ``"l2"`` (R = sum phi theta^2, Eq. 10) or ``"l1"`` (sum phi |theta|).
-        attention_weight: lambda of Eq. (4).
+        attention_weight: lambda of Eq. (4) (used when ``terms`` is not given).
+        terms: the run's loss scales (``training.losses.LossTerms``: L_REG reduction, weights and
+            normalisation of L_DIST); default: the paper's terms with ``attention_weight``.
 
     Usage, one iteration (the numbered steps of Algorithm 1)::
 
@@ -129,7 +131,7 @@ class MetaPriorLearner:
 
     def __init__(self, student: nn.Module, teacher: nn.Module, phi: MutableMapping[str, torch.Tensor],
                  alpha: float = 2.5e-4, beta: float = 1e-3, inner_steps: int = 1, algorithm: str = "exact",
-                 prior: str = "l2", attention_weight: float = ATTENTION_WEIGHT):
+                 prior: str = "l2", attention_weight: float = ATTENTION_WEIGHT, terms: LossTerms | None = None):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown meta algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
         if prior not in PRIORS:
@@ -147,6 +149,7 @@ class MetaPriorLearner:
         self.student, self.teacher, self.phi = student, teacher, phi
         self.alpha, self.beta, self.inner_steps = float(alpha), float(beta), int(inner_steps)
         self.algorithm, self.prior, self.attention_weight = algorithm, prior, float(attention_weight)
+        self.terms = terms if terms is not None else LossTerms(attention_weight=float(attention_weight))
         teacher.eval()
         teacher.requires_grad_(False)
 
@@ -177,8 +180,8 @@ class MetaPriorLearner:
         t_feats = teacher_features(self.teacher, depth)
         theta = [p for _, p in self.student.named_parameters()]
         out = self.student(rgb)
-        l_reg = regression_loss(out["pred"], target)
-        l_dist = distillation_loss(out["features"], t_feats, self.attention_weight)
+        l_reg = self.terms.regression(out["pred"], target)
+        l_dist = self.terms.distillation(out["features"], t_feats)
         g = l_reg + l_dist
         losses = {"l_reg": l_reg.item(), "l_dist": l_dist.item(), "g": g.item()}
         if self.algorithm == "first_order":
@@ -198,8 +201,7 @@ class MetaPriorLearner:
 
     def _objective_g(self, out: dict, target: torch.Tensor, t_feats: dict) -> torch.Tensor:
         """G of Eq. (8) from a forward output and the cached teacher features."""
-        return regression_loss(out["pred"], target) + distillation_loss(out["features"], t_feats,
-                                                                         self.attention_weight)
+        return self.terms.regression(out["pred"], target) + self.terms.distillation(out["features"], t_feats)
 
     def _exact(self, theta, l_reg, l_dist, rgb, target, t_feats):
         """Algorithm 1: unrolled virtual steps in the graph, grad_phi G by autograd (second order)."""
@@ -215,7 +217,7 @@ class MetaPriorLearner:
         virtual, g = theta, g_reg
         for i in range(self.inner_steps):
             if i > 0:
-                g = _grads(regression_loss(self._virtual_forward(virtual, rgb)["pred"], target), virtual,
+                g = _grads(self.terms.regression(self._virtual_forward(virtual, rgb)["pred"], target), virtual,
                            create_graph=True)
             g_prior = _grads(prior_value(dict(zip(self.names, virtual)), phi_map), virtual, create_graph=True)
             virtual = [t - self.alpha * (a + b) for t, a, b in zip(virtual, g, g_prior)]
@@ -235,7 +237,7 @@ class MetaPriorLearner:
         for i in range(self.inner_steps):
             if i > 0:
                 leaves = [t.requires_grad_() for t in virtual]
-                g = _grads(regression_loss(self._virtual_forward(leaves, rgb)["pred"], target), leaves)
+                g = _grads(self.terms.regression(self._virtual_forward(leaves, rgb)["pred"], target), leaves)
             with torch.no_grad():
                 jac = [j * (1 - self.alpha * f * dd_r(t)) - self.alpha * d_r(t)
                        for j, f, t in zip(jac, phi, virtual)]

@@ -49,11 +49,18 @@ class Phase:
     phi_optimizer: torch.optim.Optimizer | None = None
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 ctx: distributed.DistContext, memory_format: torch.memory_format, autocast: dict):
+                 ctx: distributed.DistContext, memory_format: torch.memory_format, autocast: dict,
+                 total_steps: int = 0):
         self.cfg, self.model, self.optimizer, self.ctx = cfg, model, optimizer, ctx
         self.device, self.memory_format, self.autocast = ctx.device, memory_format, autocast
+        self.total_steps = int(total_steps)  # optimiser steps of the whole run (for schedules of φ)
+        self.terms = losses.LossTerms.from_config(cfg)  # L_REG reduction, L_DIST weights (the run's loss scales)
         self.input = input_key(cfg.modality)
         self.needs = self.needs + (self.input,)
+
+    def current_lr(self) -> float:
+        """Learning rate of the optimiser step about to be taken (follows the schedule)."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _to(self, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.to(self.device, non_blocking=True)
@@ -65,7 +72,7 @@ class Phase:
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.forward(batch)
-        l_reg = losses.regression_loss(out["pred"].float(), self._to(batch["target"]))
+        l_reg = self.terms.regression(out["pred"].float(), self._to(batch["target"]))
         return l_reg, {"loss/reg": l_reg.item()}
 
     def update(self, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
@@ -90,8 +97,8 @@ class DistillPhase(Phase):
 
     needs = ("target", "depth_input")
 
-    def __init__(self, cfg, model, optimizer, ctx, memory_format, autocast):
-        super().__init__(cfg, model, optimizer, ctx, memory_format, autocast)
+    def __init__(self, cfg, model, optimizer, ctx, memory_format, autocast, total_steps=0):
+        super().__init__(cfg, model, optimizer, ctx, memory_format, autocast, total_steps)
         state = load_checkpoint(cfg.distill.teacher)
         if state["model_info"].get("modality") != "depth":
             raise ValueError(f"{cfg.distill.teacher}: distill.teacher should be a depth teacher checkpoint, "
@@ -105,15 +112,19 @@ class DistillPhase(Phase):
 
             student = unwrap(model)
             self.phi = init_phi(student, cfg.prior.init)
+            # α follows the real learning rate under the schedule (prior.alpha sets its ratio to optim.lr).
+            self.alpha_ratio = (cfg.prior.alpha / cfg.optim.lr) if cfg.prior.alpha else 1.0
+            self.beta = meta_beta(cfg, self.total_steps)
             self.meta = MetaPriorLearner(
-                student, self.teacher, self.phi, alpha=cfg.prior.alpha or cfg.optim.lr, beta=cfg.prior.beta,
+                student, self.teacher, self.phi, alpha=self.alpha_ratio * cfg.optim.lr, beta=self.beta,
                 inner_steps=cfg.prior.inner_steps, algorithm=cfg.prior.algorithm,
-                prior=cfg.prior.form, attention_weight=cfg.distill.lambda_att)
+                prior=cfg.prior.form, terms=self.terms)
 
     def loss(self, batch):
         rgb, depth, target = (self._to(batch[k]) for k in ("rgb_input", "depth_input", "target"))
         if self.meta is not None:
             # Algorithm 1 steps 1-2 (virtual step, meta-gradient) and ∇_θ G(θ_k), nothing applied yet.
+            self.meta.alpha = self.alpha_ratio * self.current_lr()
             self._pending = self.meta.meta_gradients(rgb, depth, target)
             values = self._pending[2]
             g = torch.tensor(values["g"])
@@ -126,8 +137,8 @@ class DistillPhase(Phase):
             out = self.model(rgb)
         student_feats = {k: v.float() for k, v in out["features"].items()}
         teacher_feats = {k: v.float() for k, v in teacher_feats.items()}
-        l_reg = losses.regression_loss(out["pred"].float(), target)
-        l_dist = losses.distillation_loss(student_feats, teacher_feats, self.cfg.distill.lambda_att)
+        l_reg = self.terms.regression(out["pred"].float(), target)
+        l_dist = self.terms.distillation(student_feats, teacher_feats)
         g = l_reg + l_dist  # G, Eq. (8)
         return g, {"loss/G": g.item(), "loss/reg": l_reg.item(), "loss/dist": l_dist.item()}
 
@@ -143,7 +154,7 @@ class DistillPhase(Phase):
         with torch.no_grad():
             for name, value in self.phi.items():
                 # Algorithm 1 step 2: φ_{k+1} = φ_k − β ∇_φ G(θ̈_l)
-                value.sub_(self.cfg.prior.beta * distributed.all_reduce_mean(phi_grads[name].clone(), self.ctx))
+                value.sub_(self.beta * distributed.all_reduce_mean(phi_grads[name].clone(), self.ctx))
                 if self.cfg.prior.nonnegative:
                     value.clamp_(min=0.0)
         self.optimizer.step()  # step 3: θ_{k+1} from ∇_θ G(θ_k)
@@ -152,37 +163,69 @@ class DistillPhase(Phase):
 
 
 class TargetPhase(Phase):
-    """A fresh RGB student on a target set: F = L_REG + regulariser (Algorithm 2, Table 2 baselines)."""
+    """A fresh RGB student on a target set: F = L_REG + regulariser (Algorithm 2, Table 2 baselines).
 
-    def __init__(self, cfg, model, optimizer, ctx, memory_format, autocast):
-        super().__init__(cfg, model, optimizer, ctx, memory_format, autocast)
-        self.fixed_phi = None
-        if cfg.regularizer.kind.startswith("prior"):  # φ: of this form, learned for this initialisation
+    Every regulariser is ``Σ_i w_i r(θ_i)`` with ``r = θ²`` or ``|θ|`` and per-weight ``w``: the
+    learned φ (``prior``, ``prior_l1``) or σ everywhere (``l2``, ``l1``). ``regularizer.apply``:
+
+    - ``gradient`` (paper-literal): ``Σ w r(θ)`` is added to the loss, so Adam rescales its
+      gradient by 1/√v like any other;
+    - ``decoupled``: after each optimiser step ``θ ← θ − lr_t·w·r'(θ)`` (:func:`regularizers.decoupled_decay_`,
+      ``lr_t`` the step's scheduled learning rate) — Algorithm 3's ``θ(1 − 2αφ)``, the decay φ
+      was meta-learned for, applied beside Adam like AdamW's weight decay.
+    """
+
+    def __init__(self, cfg, model, optimizer, ctx, memory_format, autocast, total_steps=0):
+        super().__init__(cfg, model, optimizer, ctx, memory_format, autocast, total_steps)
+        kind, sigma = cfg.regularizer.kind, cfg.regularizer.sigma
+        self.form = {"prior": "l2", "prior_l1": "l1", "l2": "l2", "l1": "l1"}.get(kind)
+        self.weights: dict[str, torch.Tensor | float] | None = None
+        if kind.startswith("prior"):  # φ must be of this form and learned for this student's initialisation
             init = load_checkpoint(cfg.model.init)["model_info"] if cfg.model.init else None
-            check_prior_fits(cfg.regularizer.prior, cfg.regularizer.kind, initialisation_seed(cfg.seed, init))
-            self.fixed_phi = {k: v.requires_grad_(False) for k, v in load_prior(cfg.regularizer.prior, unwrap(model)).items()}
+            check_prior_fits(cfg.regularizer.prior, kind, initialisation_seed(cfg.seed, init))
+            self.weights = {k: v.requires_grad_(False) for k, v in load_prior(cfg.regularizer.prior, unwrap(model)).items()}
+        elif kind in ("l1", "l2"):
+            self.weights = {name: sigma for name, _ in unwrap(model).named_parameters()}
 
     def regularizer(self) -> torch.Tensor | None:
-        params = dict(unwrap(self.model).named_parameters())
-        kind, sigma = self.cfg.regularizer.kind, self.cfg.regularizer.sigma
-        if kind == "prior":
-            return regularizers.weighted_l2_prior(params, self.fixed_phi)
-        if kind == "prior_l1":
-            return regularizers.weighted_l1_prior(params, self.fixed_phi)
-        if kind == "l2":
-            return regularizers.l2_penalty(params, sigma)
-        if kind == "l1":
-            return regularizers.l1_penalty(params, sigma)
-        return None
+        """``Σ_i w_i r(θ_i)`` (Eq. 10 for the learned ℓ2 prior), or None without a regulariser."""
+        if self.weights is None:
+            return None
+        return regularizers.weighted_penalty(dict(unwrap(self.model).named_parameters()), self.weights, self.form)
 
     def loss(self, batch):
         l_reg, scalars = super().loss(batch)
-        reg = self.regularizer()
-        if reg is None:
+        if self.weights is None:
             return l_reg, scalars
+        if self.cfg.regularizer.apply == "decoupled":
+            with torch.no_grad():
+                scalars["loss/regularizer"] = self.regularizer().item()
+            return l_reg, scalars
+        reg = self.regularizer()
         total = l_reg + reg
         scalars.update({"loss/F": total.item(), "loss/regularizer": reg.item()})
         return total, scalars
+
+    def update(self, batch, loss):
+        lr = self.current_lr()
+        scalars = super().update(batch, loss)
+        if self.weights is not None and self.cfg.regularizer.apply == "decoupled":
+            regularizers.decoupled_decay_(dict(unwrap(self.model).named_parameters()), self.weights, self.form, lr)
+        return scalars
+
+
+#: Schedule factor averaged over a run (``optim.schedule``): Σ_t lr_t = lr · factor · N.
+MEAN_LR_FACTOR = {"constant": 1.0, "cosine": 0.5}
+
+
+def meta_beta(cfg: TrainConfig, total_steps: int) -> float:
+    """β of the φ update: ``prior.beta``, or with ``prior.beta_rule=paper_product``
+    ``β = prior.beta_product / Σ_t α_t`` so that ``Σ_t α_t·β`` — how far φ can move, since
+    ∂G/∂φ ∝ α — equals the paper's ``2.5e-4 · 1e-3 · ~285k ≈ 0.071`` on a shorter schedule."""
+    if cfg.prior.beta_rule == "fixed" or not cfg.prior.learn:
+        return cfg.prior.beta
+    alpha = cfg.prior.alpha or cfg.optim.lr
+    return cfg.prior.beta_product / (alpha * MEAN_LR_FACTOR[cfg.optim.schedule] * max(1, total_steps))
 
 
 PHASE_CLASSES = {"teacher": Phase, "student": Phase, "distill": DistillPhase, "target": TargetPhase}
