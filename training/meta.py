@@ -79,10 +79,10 @@ def _grads(loss: torch.Tensor, inputs, **kwargs) -> list[torch.Tensor]:
 
 
 def _accumulate(params, grads) -> None:
-    """Add ``grads`` into ``p.grad`` like ``backward()`` does."""
+    """Add ``grads`` into ``p.grad`` like ``backward()`` does; fresh tensors the caller gives up (no copy)."""
     for p, g in zip(params, grads):
         if p.grad is None:
-            p.grad = g.detach().clone()
+            p.grad = g.detach()
         else:
             p.grad.add_(g.detach())
 
@@ -163,10 +163,10 @@ class MetaPriorLearner:
         theta_grads, phi_grads, losses = self.meta_gradients(rgb, depth, target)
         params = [p for _, p in self.student.named_parameters()]
         _accumulate(params, [theta_grads[n] for n in self.names])
-        with torch.no_grad():
-            for n in self.names:
-                self.phi[n].sub_(self.beta * phi_grads[n])
-            losses["phi_grad_norm"] = torch.sqrt(sum(g.pow(2).sum() for g in phi_grads.values())).item()
+        with torch.no_grad():  # multi-tensor ops: one dispatch for all parameters, not one per parameter
+            grads = [phi_grads[n] for n in self.names]
+            torch._foreach_add_([self.phi[n] for n in self.names], grads, alpha=-self.beta)
+            losses["phi_grad_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
         return losses
 
     def meta_gradients(self, rgb: torch.Tensor, depth: torch.Tensor, target: torch.Tensor):
@@ -254,5 +254,7 @@ class MetaPriorLearner:
         g_theta = _grads(g, theta)
         scale = -self.inner_steps * self.alpha
         with torch.no_grad():
-            phi_grads = [scale * d_r(t) * d for t, d in zip(theta, g_theta)]
+            phi_grads = [d_r(t) for t in theta]  # fresh tensors, scaled in place by multi-tensor ops
+            torch._foreach_mul_(phi_grads, g_theta)
+            torch._foreach_mul_(phi_grads, scale)
         return g_theta, phi_grads
