@@ -14,7 +14,7 @@ import yaml
 from tools.experiment import main
 from training.experiments import EXPERIMENTS, ExperimentError, RunOptions, build
 from training.experiments.dispatch import submit_with_dependencies
-from training.experiments.report import detectable_difference, mean_std, training_curve
+from training.experiments.report import detectable_difference, markdown, mean_std, training_curve
 from training.experiments.runner import Task, make_plan, run_task
 from training.experiments.spec import Experiment, RenderData, TrainArm
 
@@ -174,21 +174,22 @@ def test_a_run_directory_made_with_other_settings_is_refused(table1, shared):
 
 def test_local_submitit_jobs_respect_dependencies_and_match_the_sequential_run(table1, shared, tmp_path):
     _, sequential = table1
-    options = ["--data-cache", str(shared / "data"), "--no-progress", "--cluster", "local", "--seeds", "1"]
-    assert main(["synth-table1", "--quick", "--out", str(tmp_path), *options, "--arms", "rgb_control"]) == 0
+    options = ["--data-cache", str(shared / "data"), "--no-progress", "--cluster", "local", "--seeds", "1",
+               "--max-jobs", "2"]
+    assert main(["synth-table1", "--quick", "--out", str(tmp_path), *options, "--arms", "rgb_control,depth_teacher"]) == 0
     local = json.loads((tmp_path / "results.json").read_text())
-    assert [a["name"] for a in local["arms"]] == ["rgb_student", "rgb_control"]
+    assert [a["name"] for a in local["arms"]] == ["depth_teacher", "rgb_student", "rgb_control"]
     reference = {a["name"]: a for a in sequential["arms"]}
     for arm in local["arms"]:
         assert arm["seeds"] == [0]
         assert arm["epe_mean_mm"][0] == pytest.approx(reference[arm["name"]]["epe_mean_mm"][0], rel=1e-4)
         assert arm["auc"][0] == pytest.approx(reference[arm["name"]]["auc"][0], abs=1e-3)
-    # rgb_control (wave 2) read the model that rgb_student (wave 1) wrote before it
+    # rgb_control's job started after rgb_student's had written the model it continues
     student = tmp_path / "runs" / "rgb_student" / "seed0" / "model.pt"
     control = tmp_path / "runs" / "rgb_control" / "seed0"
     assert yaml.safe_load((control / "config.yaml").read_text())["model"]["init"] == str(student)
     assert (control / "config.yaml").stat().st_mtime_ns > student.stat().st_mtime_ns
-    assert len(list((tmp_path / "submitit").iterdir())) >= 2
+    assert len([p for p in (tmp_path / "submitit").iterdir() if p.name.isdigit()]) == 3  # one job per arm-seed
 
 
 class _FakeSlurm:
@@ -245,6 +246,19 @@ def test_mean_std_and_training_curve_by_hand(tmp_path):
     assert training_curve(log) == {0.5: 2.0, 1.0: 1.0, 1.5: 0.5, 2.0: 0.25}
 
 
+def test_markdown_table_by_hand():
+    arm = {"name": "target_prior_l1", "note": "R = Σφ|θ|", "evaluated_on": "target_test", "seeds": [0, 1],
+           "epe_mean_mm": [10.0, 12.0], "auc_range_mm": [20.0, 50.0], "wall_s": [3.0, 5.0], "paper_epe_mm": 8.86,
+           "summary": {"epe_mean_mm": mean_std([10.0, 12.0]), "auc": mean_std([0.5, 0.7])}, "missing_seeds": []}
+    results = {"experiment": "x", "quick": False, "description": "", "seeds_requested": [0, 1], "arms": [arm],
+               "power": {"detectable_difference_epe_mm": None}, "unavailable": [], "phi": {}, "data": {},
+               "settings": {}, "common_overrides": [], "wall_s": None}
+    row = next(line for line in markdown(results).splitlines() if line.startswith("| target_prior_l1 "))
+    # 11 ± 1.41 (sample std of 10 and 12 is √2), the bars of |θ| escaped, the paper's value last
+    assert row == ("| target_prior_l1 | R = Σφ\\|θ\\| | target_test | 2 | 11.00 ± 1.41 | – | – | 0.600 ± 0.141 (20–50) "
+                   "| 10.00, 12.00 | 4 | 8.86 |")
+
+
 def test_paper_tables_use_the_paper_settings():
     table1 = build("table1")
     names = [a.name for a in table1.arms]
@@ -255,6 +269,7 @@ def test_paper_tables_use_the_paper_settings():
     sigmas = sorted(a.name for a in table2.arms if a.name.startswith(("target_l1_", "target_l2_1")))
     assert sigmas == ["target_l1_1e-04", "target_l1_1e-06", "target_l2_1e-03", "target_l2_1e-05"]
     assert all(a.auc_range == (20.0, 50.0) for a in table2.arms if a.name.startswith("target_"))
+    assert table2.paper["target_prior"] == 8.18 and table2.paper["target_none"] == 15.67  # method.md §8
     table3 = build("table3")
     for letter in "ghsa":
         assert {f"freihand_{letter}_none", f"freihand_{letter}_l2_1e-05", f"freihand_{letter}_prior"} <= {

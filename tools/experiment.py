@@ -50,6 +50,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default="", help="comma-separated arms to run (with what they depend on)")
     parser.add_argument("--cluster", choices=("none", "local", "slurm"), default="none",
                         help="none: one after another here; local/slurm: submitit jobs (default: none)")
+    parser.add_argument("--max-jobs", type=int, default=0,
+                        help="--cluster local: at most this many jobs at once (0: all whose dependencies are done)")
     parser.add_argument("--slurm-partition", default="", help="SLURM partition of the jobs")
     parser.add_argument("--timeout-min", type=positive_int, default=24 * 60, help="time limit of each job (minutes)")
     parser.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per SLURM job")
@@ -68,7 +70,7 @@ def _main(argv: list[str] | None = None) -> int:
                          runs_dir=args.runs_dir,
                          arms=tuple(a for a in args.arms.split(",") if a), cluster=args.cluster,
                          slurm_partition=args.slurm_partition, timeout_min=args.timeout_min,
-                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, max_jobs=args.max_jobs,
                          progress=progress)
     results = run_experiment(args.name, options)
     print(f"results: {results} (and results.md, results.png, curves.png beside it)")

@@ -64,15 +64,44 @@ def submit_with_dependencies(plan: Plan, executor, tasks: list[Task]) -> dict[Ta
     return jobs
 
 
-def _wait(jobs: dict[Task, object], log: Callable[[str], None]) -> list[str]:
-    failed = []
-    for task, job in jobs.items():
-        try:
-            outcome = job.result()
-            log(f"{task}: {outcome} (job {job.job_id})")
-        except Exception as exc:  # a failed or cancelled job: report it, keep collecting the others
-            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            failed.append(f"{task} (job {job.job_id}: {first}; log {job.paths.stderr})")
+def _describe_failure(task: Task, job, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return f"{task} (job {job.job_id}: {first}; log {job.paths.stderr})"
+
+
+def run_local(plan: Plan, executor, pending: list[Task], log: Callable[[str], None] = print,
+              max_jobs: int = 0, poll_s: float = 1.0) -> list[str]:
+    """Run ``pending`` as local submitit jobs, at most ``max_jobs`` at once (0: no limit).
+
+    submitit's local executor knows no dependencies, so a task is submitted once every dependency
+    that is part of this run has finished (the others were done before); the dependents of a failed
+    task are not run. Returns the failed tasks with their job logs.
+    """
+    waiting, running = list(pending), {}
+    in_run, finished, broken, failed = set(pending), set(), set(), []
+    while waiting or running:
+        for task in list(waiting):
+            dependencies = [d for d in plan.dependencies(task) if d in in_run]
+            if any(d in broken for d in dependencies):
+                waiting.remove(task)
+                broken.add(task)
+                failed.append(f"{task} (not run: a dependency failed)")
+            elif all(d in finished for d in dependencies) and (not max_jobs or len(running) < max_jobs):
+                waiting.remove(task)
+                running[task] = executor.submit(execute_task, plan.name, plan.options, task)
+                log(f"{task}: started (local job {running[task].job_id})")
+        if not running:
+            break
+        time.sleep(poll_s)
+        for task, job in list(running.items()):
+            if job.done():
+                del running[task]
+                try:
+                    log(f"{task}: {job.result()} (local job {job.job_id})")
+                    finished.add(task)
+                except Exception as exc:  # a failed job: report it, carry on with what does not depend on it
+                    broken.add(task)
+                    failed.append(_describe_failure(task, job, exc))
     return failed
 
 
@@ -81,26 +110,16 @@ def run_on_cluster(plan: Plan, log: Callable[[str], None] = print) -> list[str]:
     _job_environment()
     executor = _executor(plan)
     pending = [t for t in plan.tasks() if t.step not in plan.unavailable and not task_done(plan, t)]
-    if plan.options.cluster == "slurm":
-        jobs = submit_with_dependencies(plan, executor, pending)
-        log(f"submitted {len(jobs)} SLURM jobs; waiting for them to finish")
-        return _wait(jobs, log)
-    # the local executor knows no dependencies: run waves of tasks whose dependencies are done
-    finished: set[Task] = set()
-    failed: list[str] = []
-    while pending:
-        wave = [t for t in pending if all(d in finished or d.step in plan.unavailable or task_done(plan, d)
-                                          for d in plan.dependencies(t))]
-        if not wave:
-            break  # everything left depends on a failed task
-        with executor.batch():
-            jobs = {task: executor.submit(execute_task, plan.name, plan.options, task) for task in wave}
-        log(f"wave of {len(jobs)} local jobs: {', '.join(str(t) for t in wave)}")
-        wave_failed = _wait(jobs, log)
-        failed += wave_failed
-        finished.update(t for t in wave if not any(f.startswith(f"{t} ") for f in wave_failed))
-        pending = [t for t in pending if t not in jobs]
-    failed += [f"{t} (not run: a dependency failed)" for t in pending]
+    if plan.options.cluster == "local":
+        return run_local(plan, executor, pending, log, plan.options.max_jobs)
+    jobs = submit_with_dependencies(plan, executor, pending)
+    log(f"submitted {len(jobs)} SLURM jobs; waiting for them to finish")
+    failed = []
+    for task, job in jobs.items():
+        try:
+            log(f"{task}: {job.result()} (job {job.job_id})")
+        except Exception as exc:  # a failed or cancelled job: report it, keep collecting the others
+            failed.append(_describe_failure(task, job, exc))
     return failed
 
 
@@ -124,4 +143,4 @@ def run_experiment(name: str, options: RunOptions, log: Callable[[str], None] = 
     return results
 
 
-__all__ = ["run_experiment", "run_sequential", "run_on_cluster", "submit_with_dependencies"]
+__all__ = ["run_experiment", "run_sequential", "run_on_cluster", "run_local", "submit_with_dependencies"]

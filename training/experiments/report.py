@@ -62,6 +62,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _arm_result(plan: Plan, arm) -> dict:
+    """One arm's entry of ``results.json``: the contract's per-seed lists, then summaries and provenance."""
     seeds, per_metric, wall, samples = [], {m: [] for m in METRICS}, [], None
     for seed in plan.seeds:
         run_dir = plan.run_dir(arm.name, seed)
@@ -81,6 +82,8 @@ def _arm_result(plan: Plan, arm) -> dict:
         result["pa_epe_mean_mm"] = per_metric["pa_epe_mean_mm"]
     result["summary"] = {name: mean_std(values) for name, values in per_metric.items()
                          if values and len(values) == len(seeds)}
+    if arm.name in plan.experiment.paper:
+        result["paper_epe_mm"] = plan.experiment.paper[arm.name]
     result.update(note=arm.note, evaluated_on=arm.evaluate_on, test_samples=samples, wall_s=wall,
                   missing_seeds=[s for s in plan.seeds if s not in seeds])
     if isinstance(arm, TrainArm):
@@ -140,12 +143,14 @@ def _cell(text) -> str:
 
 def markdown(results: dict) -> str:
     """``results.md``: mean ± std over seeds and the per-seed values of every arm, then the settings."""
+    paper = any("paper_epe_mm" in a for a in results["arms"])
     lines = [f"# {results['experiment']}{' (quick)' if results['quick'] else ''}", "", results["description"], "",
              f"Seeds {results['seeds_requested']}; ± is the sample standard deviation over seeds (ddof = 1). EPE is "
              "the mean 3D joint error (mm) after de-normalising with the ground-truth root and scale; PA-EPE after "
              "Procrustes alignment (when evaluated); AUC over the PCK range given per arm.", "",
              "| arm | what | test set | seeds | EPE mean (mm) | EPE median (mm) | PA-EPE (mm) | AUC (range mm) "
-             "| EPE per seed | wall s / seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| EPE per seed | wall s / seed |{' paper EPE (mm) |' if paper else ''}",
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paper else "")]
     for arm in results["arms"]:
         s = arm["summary"]
         per_seed = ", ".join(f"{v:.2f}" for v in arm["epe_mean_mm"]) or "–"
@@ -154,7 +159,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {arm['name']} | {_cell(arm['note'])} | {arm['evaluated_on']} | {len(arm['seeds'])} "
                      f"| {_format(s.get('epe_mean_mm'), 2)} | {_format(s.get('epe_median_mm'), 2)} "
                      f"| {_format(s.get('pa_epe_mean_mm'), 2)} | {_format(s.get('auc'), 3)} ({lo:g}–{hi:g}) "
-                     f"| {per_seed} | {wall} |")
+                     f"| {per_seed} | {wall} |" + (f" {arm.get('paper_epe_mm', '–')} |" if paper else ""))
     power = results["power"]
     if power["detectable_difference_epe_mm"] is not None:
         lines += ["", f"Pooled seed-to-seed std of EPE {power['pooled_std_epe_mm']:.2f} mm: with {power['seeds']} seeds "

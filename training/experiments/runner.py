@@ -2,8 +2,8 @@
 
 Layout under ``out``: ``data/<step>`` (rendered sets, unless ``data_cache`` points elsewhere),
 ``runs/<arm>/seed<k>`` (unless ``runs_dir`` points elsewhere; a normal run directory of
-:func:`training.trainer.train`, with its evaluation in ``eval/metrics.json`` and the arm's wall time in ``experiment.json``), and the
-aggregate of :mod:`training.experiments.report`.
+:func:`training.trainer.train`, with its evaluation in ``eval/metrics.json`` and the arm's wall
+time in ``experiment.json``), and the aggregate of :mod:`training.experiments.report`.
 
 Resume: a finished training arm (``model.pt`` and ``eval/metrics.json`` present, its
 ``config.yaml`` equal to the declared config) is not retrained; an interrupted one resumes from
@@ -13,8 +13,9 @@ refused with the keys that differ, never silently reused.
 Dispatch (``cluster``): ``none`` runs the steps one after another in this process; ``local`` and
 ``slurm`` hand each step to a `submitit <https://github.com/facebookincubator/submitit>`_
 executor. SLURM gets every step at once, each with ``--dependency=afterok:<ids of its
-dependencies>``; submitit's local executor has no dependencies, so steps go in waves (a wave
-holds the steps whose dependencies are done). Either way the results are aggregated when every
+dependencies>``; submitit's local executor has no dependencies, so a step is submitted once its
+dependencies have finished, at most ``max_jobs`` at once (:func:`~training.experiments.dispatch.run_local`).
+Either way the results are aggregated when every
 job has finished.
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ class RunOptions:
     timeout_min: int = 24 * 60
     gpus_per_job: int = 0
     cpus_per_job: int = 2
+    max_jobs: int = 0  # cluster local: at most this many jobs at once (0: every task whose dependencies are done)
     progress: bool = True
 
     def __post_init__(self) -> None:

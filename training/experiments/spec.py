@@ -130,7 +130,8 @@ Step = Union[RenderData, RealData, TrainArm, EvalArm, PriorControl]
 @dataclass(frozen=True)
 class Experiment:
     """A declared experiment. ``common`` overrides apply to every :class:`TrainArm`; ``settings`` is the
-    size table it was built from (reported with the results)."""
+    size table it was built from (reported with the results); ``paper`` maps arms to the paper's EPE in mm
+    (`method.md` §8), shown beside ours."""
 
     name: str
     description: str
@@ -139,6 +140,7 @@ class Experiment:
     seeds: int = 3
     common: tuple[str, ...] = ()
     settings: dict = field(default_factory=dict)
+    paper: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [s.name for s in (*self.data, *self.arms)]
@@ -154,6 +156,9 @@ class Experiment:
                 raise ExperimentError(f"experiment {self.name}: step {step.name!r} refers to {missing}, which is not "
                                       "declared before it (a data step or an earlier arm)")
             known.add(step.name)
+        unknown = sorted(set(self.paper) - set(arm_types))
+        if unknown:
+            raise ExperimentError(f"experiment {self.name}: paper values for arms that are not declared: {unknown}")
         for arm in self.arms:
             test = getattr(arm, "evaluate_on", "")
             if test and test not in data_names:
@@ -191,4 +196,5 @@ class Experiment:
                 if getattr(step, "evaluate_on", ""):
                     todo.append(step.evaluate_on)
         return Experiment(self.name, self.description, tuple(d for d in self.data if d.name in keep),
-                          tuple(a for a in self.arms if a.name in keep), self.seeds, self.common, self.settings)
+                          tuple(a for a in self.arms if a.name in keep), self.seeds, self.common, self.settings,
+                          {k: v for k, v in self.paper.items() if k in keep})
