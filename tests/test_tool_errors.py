@@ -335,3 +335,13 @@ def test_every_help_shows_the_defaults(tool, argv, defaults, capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for fragment in defaults:
         assert fragment in text, fragment
+
+
+def test_a_directory_without_manifest_is_read_with_a_warning(shards, tmp_path, capsys):
+    from training.data import verify_shard_checksums
+
+    bare = tmp_path / "bare"
+    shutil.copytree(shards, bare)
+    (bare / "manifest.json").unlink()
+    assert verify_shard_checksums([shards, bare])[0] == 2  # the two shards of the directory with a manifest
+    one_error_line(capsys, f"warning: {bare} has no manifest.json", "without a checksum check")

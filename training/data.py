@@ -11,6 +11,7 @@ and interruptions do not change the samples.
 from __future__ import annotations
 
 import bisect
+import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -152,11 +153,15 @@ def describe_samples(shards: Sequence[str], samples: Sequence[int], limit: int =
 
 def verify_shard_checksums(directories: Sequence[str | Path]) -> tuple[int, int]:
     """Check every shard of ``directories`` against its manifest SHA-256 (once per run, main process);
-    returns ``(shards, bytes)`` checked, or raises ``ShardError`` naming the bad shard and the manifest."""
-    from datasets.shard_format import verify_checksums
+    returns ``(shards, bytes)`` checked, or raises ``ShardError`` naming the bad shard and the manifest.
+    A directory without ``manifest.json`` cannot be checked: one warning line says so."""
+    from datasets.shard_format import MANIFEST_NAME, verify_checksums
 
     shards = size = 0
     for directory in dict.fromkeys(str(d) for d in directories):
+        if not (Path(directory) / MANIFEST_NAME).is_file():
+            print(f"warning: {directory} has no {MANIFEST_NAME}; its shards are read without a checksum check",
+                  file=sys.stderr)
         counted, nbytes = verify_checksums(directory)
         shards, size = shards + counted, size + nbytes
     return shards, size
