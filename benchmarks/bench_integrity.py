@@ -49,7 +49,9 @@ run with one line naming the shard and the manifest, e.g.
     error: data/synth/shard-000003.h5: SHA-256 5e0f…  does not match 91ab… recorded in data/synth/manifest.json; …
 
 so a flipped byte is never trained on (`tests/test_tool_errors.py`). The end-of-run validation
-does not check its shards again (they were checked with the training data at the start).
+does not check its shards again (they were checked with the training data at the start). A
+directory without a `manifest.json` (hand-made shards, indexed from their own attributes) has
+nothing to check against: it is read with one warning line saying so.
 
 ## Cost
 
