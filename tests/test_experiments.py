@@ -175,10 +175,10 @@ def test_a_run_directory_made_with_other_settings_is_refused(table1, shared):
 def test_local_submitit_jobs_respect_dependencies_and_match_the_sequential_run(table1, shared, tmp_path):
     _, sequential = table1
     options = ["--data-cache", str(shared / "data"), "--no-progress", "--cluster", "local", "--seeds", "1",
-               "--max-jobs", "2"]
-    assert main(["synth-table1", "--quick", "--out", str(tmp_path), *options, "--arms", "rgb_control,depth_teacher"]) == 0
+               "--max-jobs", "1"]
+    assert main(["synth-table1", "--quick", "--out", str(tmp_path), *options, "--arms", "rgb_control"]) == 0
     local = json.loads((tmp_path / "results.json").read_text())
-    assert [a["name"] for a in local["arms"]] == ["depth_teacher", "rgb_student", "rgb_control"]
+    assert [a["name"] for a in local["arms"]] == ["rgb_student", "rgb_control"]
     reference = {a["name"]: a for a in sequential["arms"]}
     for arm in local["arms"]:
         assert arm["seeds"] == [0]
@@ -189,7 +189,7 @@ def test_local_submitit_jobs_respect_dependencies_and_match_the_sequential_run(t
     control = tmp_path / "runs" / "rgb_control" / "seed0"
     assert yaml.safe_load((control / "config.yaml").read_text())["model"]["init"] == str(student)
     assert (control / "config.yaml").stat().st_mtime_ns > student.stat().st_mtime_ns
-    assert len([p for p in (tmp_path / "submitit").iterdir() if p.name.isdigit()]) == 3  # one job per arm-seed
+    assert len([p for p in (tmp_path / "submitit").iterdir() if p.name.isdigit()]) == 2  # one job per arm-seed
 
 
 class _FakeSlurm:
