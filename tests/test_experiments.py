@@ -16,7 +16,7 @@ from training.experiments import EXPERIMENTS, ExperimentError, RunOptions, build
 from training.experiments.dispatch import submit_with_dependencies
 from training.experiments.report import detectable_difference, markdown, mean_std, training_curve
 from training.experiments.runner import Task, make_plan, run_task
-from training.experiments.spec import Experiment, RenderData, TrainArm
+from training.experiments.spec import EvalArm, Experiment, RenderData, TrainArm
 
 CONTRACT_KEYS = {"name": str, "seeds": list, "epe_mean_mm": list, "auc": list, "auc_range_mm": list}
 
@@ -190,6 +190,24 @@ def test_local_submitit_jobs_respect_dependencies_and_match_the_sequential_run(t
     assert yaml.safe_load((control / "config.yaml").read_text())["model"]["init"] == str(student)
     assert (control / "config.yaml").stat().st_mtime_ns > student.stat().st_mtime_ns
     assert len([p for p in (tmp_path / "submitit").iterdir() if p.name.isdigit()]) == 2  # one job per arm-seed
+
+
+def test_a_failing_arm_is_reported_while_the_others_run(table1, shared, tmp_path, monkeypatch, capsys):
+    base = build("synth-table1", quick=True)
+    keep = [a for a in base.arms if a.name in ("depth_teacher", "rgb_student")]
+    broken = TrainArm("target_broken", "target", ("data.train=[{source_train}]", "regularizer.kind=l2",
+                                                  "regularizer.sigma=0"), "source_test")  # l2 needs sigma > 0
+    after = EvalArm("after_broken", "target_broken", "source_test")
+    tiny = replace(base, name="tiny", arms=(*keep, broken, after))
+    monkeypatch.setitem(EXPERIMENTS, "tiny", ("test", lambda quick: tiny))
+    options = ["--data-cache", str(shared / "data"), "--runs-dir", str(shared / "runs"), "--no-progress"]
+    assert main(["tiny", "--quick", "--out", str(tmp_path), *options]) == 2
+    captured = capsys.readouterr()
+    assert "target_broken/seed0" in captured.err and "sigma" in captured.err
+    assert "after_broken/seed1: not run (a dependency failed)" in captured.out
+    results = {a["name"]: a for a in json.loads((tmp_path / "results.json").read_text())["arms"]}
+    assert results["rgb_student"]["seeds"] == [0, 1]  # the independent arms ran (here: were already done)
+    assert results["target_broken"]["seeds"] == [] and results["target_broken"]["missing_seeds"] == [0, 1]
 
 
 class _FakeSlurm:

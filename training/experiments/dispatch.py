@@ -19,13 +19,30 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def run_sequential(plan: Plan, log: Callable[[str], None] = print) -> list[str]:
-    """Run the tasks one after another in this process; returns the failed ones (none: errors propagate)."""
+    """Run the tasks one after another in this process; returns the failed ones.
+
+    A task that fails (a non-finite loss, a refused run directory, …) is reported and its dependents are
+    skipped, while the independent tasks still run, so one bad arm does not cost the rest of the experiment.
+    """
     tasks = plan.tasks()
+    broken: set[Task] = set()
+    failed: list[str] = []
     for index, task in enumerate(tasks, 1):
+        if any(d in broken for d in plan.dependencies(task)):
+            broken.add(task)
+            failed.append(f"{task} (not run: a dependency failed)")
+            log(f"[{index}/{len(tasks)}] {task}: not run (a dependency failed)")
+            continue
         start = time.perf_counter()
-        outcome = run_task(plan, task)
+        try:
+            outcome = run_task(plan, task)
+        except Exception as exc:  # reported with the task's name; the other arms go on
+            broken.add(task)
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            failed.append(f"{task} ({type(exc).__name__}: {message})")
+            outcome = f"FAILED: {message}"
         log(f"[{index}/{len(tasks)}] {task}: {outcome} ({time.perf_counter() - start:.0f} s)")
-    return []
+    return failed
 
 
 def _executor(plan: Plan):
@@ -127,7 +144,7 @@ def run_experiment(name: str, options: RunOptions, log: Callable[[str], None] = 
     """Run experiment ``name`` and aggregate it; returns ``<out>/results.json``.
 
     Raises :class:`ExperimentError` for a missing dataset (before anything runs) and, after
-    aggregating what finished, when cluster jobs failed.
+    aggregating what finished, when tasks failed (naming each and why).
     """
     from training.experiments.report import write_results
 
