@@ -80,7 +80,7 @@ _QUICK = dict(image_size=32, width=8, source_train=64, source_test=32, target_tr
 SYNTH_TABLE1 = {"full": SynthSizes(source_train=1500, source_test=500, teacher_epochs=10, student_epochs=10,
                                    distill_epochs=4, data_workers=0, seeds=3),
                 "quick": SynthSizes(**_QUICK)}
-SYNTH_TABLE2 = {"full": replace(SYNTH_TABLE1["full"], target_train=300, target_test=500, target_epochs=24,
+SYNTH_TABLE2 = {"full": replace(SYNTH_TABLE1["full"], target_train=300, target_test=500, target_epochs=16,
                                 prior_nonnegative=False, distill_extra=("prior.beta_rule=paper_product",),
                                 target_extra=("data.augment=false",)),
                 "quick": replace(SYNTH_TABLE1["quick"])}
