@@ -42,7 +42,6 @@ from common.progress import Progress
 from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_invocation,
                                    record_shards, shard_name, write_shard)
 from render.sampling import SynthConfig
-from render.shard_writer import write_on_fresh_stack
 
 #: Bytes per pixel of a stored sample (rgb + depth + mask, lzf): measured ~2.1-2.3 on procedural
 #: backgrounds (docs/shard_storage.md); photos compress worse, hence the headroom.
@@ -221,7 +220,7 @@ def _render_and_write(job: GenerationJob, task: ShardTask) -> dict:
     attrs = {"source": "synthetic", "config": job.config.to_json(), "hand_model": _PIPELINE.identity,
              "seed": job.seed, "first_sample": task.start}
     try:
-        entry = write_on_fresh_stack(write_shard, job.out, task.index, arrays, attrs)  # bitwise-stable lzf
+        entry = write_shard(job.out, task.index, arrays, attrs)
         record_shards(job.out, [entry], **manifest_fields(job, _PIPELINE.identity))
     except OSError as exc:
         if exc.errno == errno.ENOSPC or "No space left" in str(exc):
