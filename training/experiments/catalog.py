@@ -129,6 +129,9 @@ def synth_table1(s: SynthSizes) -> Experiment:
         _distill(s, "kd_act", "source_train", "source_test", (no_prior, "distill.lambda_att=0"), "KD with L_ACT only"),
         _distill(s, "kd_att", "source_train", "source_test", (no_prior, "distill.weight_act=0"), "KD with L_ATT only"),
         _distill(s, "kd_act_att", "source_train", "source_test", (no_prior,), "KD with L_ACT + λ·L_ATT (Eq. 4)"),
+        _distill(s, "kd_act_att_weak", "source_train", "source_test",
+                 (no_prior, "distill.lambda_att=100", "distill.weight_act=0.1"),
+                 "ablation: KD with L_DIST scaled by 0.1 (λ = 100, w_act = 0.1)"),
     )
     return Experiment("synth-table1", "Table 1 analogue: depth teacher, RGB student, RGB control and KD variants "
                       "on synthetic renders, evaluated on the source test set", data, arms, s.seeds,

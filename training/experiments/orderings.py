@@ -26,6 +26,8 @@ PAPER_ORDERINGS: dict[str, list[tuple[str, str, str]]] = {
         ("kd_act_att", "kd_act", "L_ACT + L_ATT < L_ACT (Table 1: 22.19 vs 23.41 mm)"),
         ("kd_att", "rgb_control", "KD with L_ATT only < RGB (not in the paper)"),
         ("rgb_control", "rgb_student", "extra L_REG epochs help (control, not in the paper)"),
+        ("kd_act_att_weak", "rgb_control", "KD with 0.1·L_DIST < RGB (ablation, not in the paper)"),
+        ("kd_act_att_weak", "kd_act_att", "a weaker L_DIST distils better (ablation, not in the paper)"),
     ],
     "synth-table2": [
         ("target_prior", "target_none", "R < none (Table 2: 8.18 vs 15.67 mm)"),
