@@ -57,3 +57,14 @@ def test_statistics_of_a_file(learned):
     assert stats["all"]["count"] == sum(v.numel() for v in phi.values())
     assert set(stats) == {"all", "conv", "bn_weight", "bn_bias", "fc_weight", "fc_bias"}
 
+
+
+def test_scaled_prior_multiplies_phi_and_keeps_its_record(learned, tmp_path):
+    from training.prior_controls import scaled_prior
+
+    path, phi = learned
+    scaled_prior(path, tmp_path / "scaled.pt", 1000.0)
+    out, _ = read_prior(tmp_path / "scaled.pt")
+    for name, value in phi.items():
+        torch.testing.assert_close(out[name], 1000.0 * value)
+    assert prior_info(tmp_path / "scaled.pt") == prior_info(path)

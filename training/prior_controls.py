@@ -7,7 +7,11 @@ pattern* of φ matters, or only its amount, is tested by two derived priors of t
   same values per layer (same per-layer amount and distribution), the per-weight placement
   destroyed;
 - :func:`matched_prior` — each tensor's φ replaced by its mean: ℓ2 weight decay with a
-  per-tensor σ equal to that tensor's mean φ (the magnitude-matched control).
+  per-tensor σ equal to that tensor's mean φ (the magnitude-matched control);
+- :func:`scaled_prior` — φ times a factor: the prior a β that many times larger would have
+  learned. During distillation θ is updated from ∇G alone, so its trajectory does not depend on
+  φ, and the efficient φ-gradient depends on φ only through the virtual step's ``θ(1 − 2αφ)``, a
+  relative change of ``2αφ`` (≈ 1e-8 here): to that order φ is linear in β.
 
 :func:`phi_statistics` summarises φ per layer type (convolution weights, BatchNorm γ and β,
 head weight and bias): mean, spread and sign — the paper's unconstrained SGD on φ gives both
@@ -48,6 +52,12 @@ def matched_prior(source: str | os.PathLike, destination: str | os.PathLike) -> 
     """Write ``destination``: φ of ``source`` with each tensor replaced by its mean (per-tensor ℓ2 σ)."""
     phi, _ = read_prior(source)
     _save_like(source, destination, {name: torch.full_like(value, float(value.mean())) for name, value in phi.items()})
+
+
+def scaled_prior(source: str | os.PathLike, destination: str | os.PathLike, factor: float) -> None:
+    """Write ``destination``: φ of ``source`` multiplied by ``factor`` (the β ablation, see the module docstring)."""
+    phi, _ = read_prior(source)
+    _save_like(source, destination, {name: value * float(factor) for name, value in phi.items()})
 
 
 def layer_type(name: str, ndim: int) -> str:

@@ -179,6 +179,26 @@ _PRIOR_SOURCES = {"prior": "kd_meta_l2", "prior_l1": "kd_meta_l1", "prior_shuffl
                   "l2_matched": "phi_matched"}
 
 
+def _scaled_prior_ablation(s: SynthSizes, factor: float) -> list:
+    """Ablation: φ of ``kd_meta_l2`` × ``factor`` (the prior a β ``factor`` times larger learns, to first
+    order, ``training.prior_controls.scaled_prior``) with its shuffled and matched controls, applied as a
+    gradient and decoupled."""
+    x = f"x{factor:g}"
+    data = ("data.train=[{target_train}]", f"optim.epochs={s.target_epochs}", *s.target_extra)
+    controls = [PriorControl(f"phi_{x}", "scaled", "kd_meta_l2", f"φ of kd_meta_l2 × {factor:g}", factor),
+                PriorControl(f"phi_{x}_shuffled", "shuffled", f"phi_{x}", f"φ × {factor:g} permuted within each tensor"),
+                PriorControl(f"phi_{x}_matched", "matched", f"phi_{x}", f"φ × {factor:g} replaced by each tensor's mean")]
+    def arm(name, step, extra, note):
+        return TrainArm(name, "target", (*data, "regularizer.kind=prior", f"regularizer.prior={{{step}}}/prior.pt",
+                                         *extra), "target_test", s.auc_range, note)
+    return [*controls,
+            arm(f"target_prior_{x}", f"phi_{x}", (), f"ablation: R with φ × {factor:g} (β × {factor:g})"),
+            arm(f"target_prior_{x}_shuffled", f"phi_{x}_shuffled", (), f"ablation control: φ × {factor:g}, shuffled"),
+            arm(f"target_l2_matched_{x}", f"phi_{x}_matched", (), f"ablation control: ℓ2 with σ = mean of φ × {factor:g}"),
+            arm(f"target_prior_{x}_decoupled", f"phi_{x}", ("regularizer.apply=decoupled",),
+                f"ablation: R with φ × {factor:g} applied as decoupled decay θ(1 − 2·lr·φ)")]
+
+
 def synth_table2(s: SynthSizes) -> Experiment:
     data = (RenderData("source_train", s.source_train, 1, "source", s.image_size, s.render_workers),
             RenderData("source_test", s.source_test, 2, "source", s.image_size, s.render_workers),
@@ -194,6 +214,7 @@ def synth_table2(s: SynthSizes) -> Experiment:
                 "distilled student (kd_meta_l2) evaluated on the target without target training"),
         *_target_arms("target_", "target_train", "target_test", _PRIOR_SOURCES, s.l1_sigmas, s.l2_sigmas,
                       s.auc_range, (f"optim.epochs={s.target_epochs}", *s.target_extra)),
+        *_scaled_prior_ablation(s, 1000.0),
     )
     return Experiment("synth-table2", "Table 2 analogue: target students on a domain-shifted synthetic set without "
                       "depth, with no regulariser, ℓ1, ℓ2, the learned prior and its controls", data, arms, s.seeds,

@@ -40,6 +40,10 @@ PAPER_ORDERINGS: dict[str, list[tuple[str, str, str]]] = {
         ("target_l1_1e-04", "target_none", "ℓ1 σ=1e-4 < none (11.41 vs 15.67 mm)"),
         ("target_prior", "target_prior_shuffled", "R < shuffled R (control, not in the paper)"),
         ("target_prior", "target_l2_matched", "R < magnitude-matched ℓ2 (control, not in the paper)"),
+        ("target_prior_x1000", "target_none", "ablation: R with φ × 1000 (β × 1000) < none"),
+        ("target_prior_x1000", "target_prior_x1000_shuffled", "ablation: R (φ × 1000) < its shuffled control"),
+        ("target_prior_x1000", "target_l2_matched_x1000", "ablation: R (φ × 1000) < its matched ℓ2"),
+        ("target_prior_x1000_decoupled", "target_none", "ablation: decoupled R (φ × 1000) < none"),
     ],
 }
 

@@ -34,7 +34,7 @@ from training.experiments.spec import (EvalArm, Experiment, ExperimentError, Pri
                                        Step, TrainArm)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-PRIOR_CONTROLS = {"shuffled": "shuffled_prior", "matched": "matched_prior"}
+PRIOR_CONTROLS = {"shuffled": "shuffled_prior", "matched": "matched_prior", "scaled": "scaled_prior"}
 
 
 @dataclass
@@ -298,6 +298,8 @@ def run_task(plan: Plan, task: Task) -> str:
         run_dir.mkdir(parents=True, exist_ok=True)
         if step.kind == "shuffled":
             module.shuffled_prior(source, run_dir / "prior.pt", task.seed)
+        elif step.kind == "scaled":
+            module.scaled_prior(source, run_dir / "prior.pt", step.factor)
         else:
             module.matched_prior(source, run_dir / "prior.pt")
         _record(run_dir, task, derive_s=time.perf_counter() - start, source=str(source), kind=step.kind)

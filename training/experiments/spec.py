@@ -109,13 +109,14 @@ class EvalArm:
 @dataclass(frozen=True)
 class PriorControl:
     """A control prior derived from arm ``source``'s ``prior.pt`` (same seed) into ``<run dir>/prior.pt``:
-    ``kind`` ``shuffled`` (φ permuted within each tensor) or ``matched`` (each tensor's φ replaced by its mean,
-    i.e. ℓ2 with a per-tensor σ), by :mod:`training.prior_controls`."""
+    ``kind`` ``shuffled`` (φ permuted within each tensor), ``matched`` (each tensor's φ replaced by its mean,
+    i.e. ℓ2 with a per-tensor σ) or ``scaled`` (φ × ``factor``), by :mod:`training.prior_controls`."""
 
     name: str
     kind: str
     source: str
     note: str = ""
+    factor: float = 1.0  # kind ``scaled``: φ × factor (the prior of a β that many times larger)
 
     @property
     def depends(self) -> tuple[str, ...]:
@@ -164,9 +165,9 @@ class Experiment:
             if test and test not in data_names:
                 raise ExperimentError(f"experiment {self.name}: arm {arm.name!r} is evaluated on {test!r}, "
                                       f"which is not a data step ({sorted(data_names)})")
-            if isinstance(arm, PriorControl) and arm_types.get(arm.source) is not TrainArm:
-                raise ExperimentError(f"experiment {self.name}: prior control {arm.name!r} needs a training arm as "
-                                      f"source, found {arm.source!r}")
+            if isinstance(arm, PriorControl) and arm_types.get(arm.source) not in (TrainArm, PriorControl):
+                raise ExperimentError(f"experiment {self.name}: prior control {arm.name!r} needs a training arm or "
+                                      f"another prior control as source, found {arm.source!r}")
 
     def step(self, name: str) -> Step:
         for candidate in (*self.data, *self.arms):
