@@ -57,7 +57,7 @@ class SynthSizes:
     prior_nonnegative: bool = True
     l1_sigmas: tuple[float, ...] = (1.0e-4, 1.0e-6)  # paper Table 2
     l2_sigmas: tuple[float, ...] = (1.0e-3, 1.0e-5)
-    l2_sweep_sigmas: tuple[float, ...] = (1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1)  # synth-l2-sweep
+    l2_sweep_sigmas: tuple[float, ...] = (1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1, 1.0)  # synth-l2-sweep
     auc_range: tuple[float, float] = AUC_RHD
     seeds: int = 3
     threads: int = 1  # compute threads per run ...
