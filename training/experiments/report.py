@@ -121,9 +121,13 @@ def _phi_statistics(plan: Plan) -> dict:
 
 def collect(plan: Plan, wall_s: float | None = None) -> dict:
     """The results of every reported arm, from the run directories (nothing is recomputed)."""
+    from training.experiments.orderings import check_orderings
+
     arms = [_arm_result(plan, a) for a in plan.experiment.reported_arms if a.name not in plan.unavailable]
+    complete = [a for a in arms if a["epe_mean_mm"]]
     return {"experiment": plan.name, "quick": plan.options.quick, "arms": arms,
             "power": _power(arms, len(plan.seeds)), "phi": _phi_statistics(plan),
+            "orderings": check_orderings({"experiment": plan.name, "arms": complete}),
             "description": plan.experiment.description, "seeds_requested": plan.seeds,
             "unavailable": [{"name": n, "reason": r} for n, r in plan.unavailable.items()],
             "data": _data_sizes(plan), "settings": plan.experiment.settings,
@@ -165,6 +169,13 @@ def markdown(results: dict) -> str:
         lines += ["", f"Pooled seed-to-seed std of EPE {power['pooled_std_epe_mm']:.2f} mm: with {power['seeds']} seeds "
                   f"per arm, a difference of {power['detectable_difference_epe_mm']:.2f} mm between two arms is "
                   f"detected with power {power['power']:g} at α = {power['alpha']:g} (two-sided t-test)."]
+    if results.get("orderings"):
+        from training.experiments.orderings import orderings_table
+
+        lines += ["", "## The paper's orderings", "", "Lower EPE is better. *holds*: the 1-std bands of the seeds "
+                  "do not overlap; *consistent*: the means are ordered, within 1 std; paired Δ: mean ± standard "
+                  "error of the per-seed differences (same seed = same source networks and initialisation).", "",
+                  orderings_table(results["orderings"])]
     if results["unavailable"]:
         lines += ["", "Not run in this checkout:", ""]
         lines += [f"- `{u['name']}`: {u['reason']}" for u in results["unavailable"]]
