@@ -30,8 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.results_json import JSON_HELP, environment, write_json  # noqa: E402
-from datasets.atomic import write_text_atomic  # noqa: E402
+from benchmarks.results_json import JSON_HELP, publish  # noqa: E402
 from models import build_model  # noqa: E402
 from training.data import evaluation_loader  # noqa: E402
 from training.losses import regression_loss  # noqa: E402
@@ -186,14 +185,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     result = run(args)
     text = table(args, result, load_before)
-    print(text)
-    command = "python benchmarks/bench_first_order_agreement.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.out:
-        previous = open(args.out).read() if os.path.exists(args.out) else ""
-        write_text_atomic(args.out, f"{previous}\n### `{command}`\n\n{text}\n")
-    if args.json:
-        write_json(args.json, {**result, "command": command, "settings": vars(args),
-                               "environment": environment(load_before)})
+    publish("benchmarks/bench_first_order_agreement.py", argv, text, result, vars(args), args.out, args.json, load_before)
 
 
 if __name__ == "__main__":

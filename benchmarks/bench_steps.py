@@ -30,8 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.results_json import JSON_HELP, environment, write_json  # noqa: E402
-from datasets.atomic import write_text_atomic  # noqa: E402
+from benchmarks.results_json import JSON_HELP, publish  # noqa: E402
 from models import build_model  # noqa: E402
 from training.losses import regression_loss  # noqa: E402
 from training.meta import MetaPriorLearner, distillation_step  # noqa: E402
@@ -182,14 +181,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     summary = summarize(measure(build_steps(args), args.repeats, args.warmup, device))
     result = table(args, summary, load_before)
-    print(result)
-    command = "python benchmarks/bench_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.out:
-        previous = open(args.out).read() if os.path.exists(args.out) else ""
-        write_text_atomic(args.out, f"{previous}\n### `{command}`\n\n{result}\n")
-    if args.json:
-        write_json(args.json, {**summary, "command": command, "settings": vars(args),
-                               "environment": environment(load_before)})
+    publish("benchmarks/bench_steps.py", argv, result, summary, vars(args), args.out, args.json, load_before)
 
 
 if __name__ == "__main__":

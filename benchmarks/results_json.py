@@ -55,3 +55,17 @@ def environment(load_before: tuple[float, float, float] | None = None) -> dict:
 def write_json(path: str | Path, results: dict) -> Path:
     """Write ``results`` as indented JSON to ``path`` atomically; NaN or infinity is refused (ValueError)."""
     return write_text_atomic(path, json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def publish(script: str, argv: list[str] | None, table: str, results: dict, settings: dict, out: str | None,
+            json_path: str | None, load_before: tuple[float, float, float]) -> None:
+    """Print ``table``; append it under the command line to the markdown file ``out``; write ``results``
+    (with the command, ``settings`` and :func:`environment`) to ``json_path``."""
+    print(table)
+    command = f"python {script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    if out:
+        previous = open(out).read() if os.path.exists(out) else ""
+        write_text_atomic(out, f"{previous}\n### `{command}`\n\n{table}\n")
+    if json_path:
+        write_json(json_path, {**results, "command": command, "settings": settings,
+                               "environment": environment(load_before)})
