@@ -25,19 +25,20 @@ def test_target_domain_is_shifted_in_lighting_and_skin():
 def test_demo_writes_a_complete_report(tmp_path):
     settings = DemoSettings(source_train=16, source_test=8, target_train=16, target_test=8, render_size=32,
                             image_size=32, width=4, batch_size=8, teacher_epochs=1, student_epochs=1,
-                            distill_epochs=1, target_epochs=1, render_workers=1, data_workers=0, prior_beta=1.0)
+                            distill_epochs=1, target_epochs=1, render_workers=1, data_workers=0,
+                            prior_beta_rule="fixed", prior_beta=1.0, prior_nonnegative=True)
     report = run_demo(tmp_path, settings)
     text = report.read_text()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     results = metrics["results"]
-    assert len(results) == 7
+    assert len(results) == 8
     assert {PRIOR_LABEL, NONE_LABEL, L2_LABEL.format(sigma=settings.l2_sigma)} <= set(results)
     for label, result in results.items():
         assert f"| {label} | {result['split']} | {result['epe_mean_mm']:.1f} |" in text
     assert "not** the paper's results" in text and "β = 1" in text and "not** evidence" in text
     for name in ("pck.png", "pck_source.png", "predictions.png"):
         assert (tmp_path / name).stat().st_size > 1000 and f"({name})" in text
-    for run in ("teacher", "student", "distill", "target_prior", "target_none", "target_l2"):
+    for run in ("teacher", "student", "distill", "control", "target_prior", "target_none", "target_l2"):
         assert (tmp_path / "runs" / run / "model.pt").exists()
     assert (tmp_path / "runs" / "distill" / "prior.pt").exists()
     prior = metrics["prior"]
