@@ -68,3 +68,13 @@ def test_scaled_prior_multiplies_phi_and_keeps_its_record(learned, tmp_path):
     for name, value in phi.items():
         torch.testing.assert_close(out[name], 1000.0 * value)
     assert prior_info(tmp_path / "scaled.pt") == prior_info(path)
+
+
+def test_positive_prior_keeps_only_the_decay(learned, tmp_path):
+    from training.prior_controls import positive_prior
+
+    path, phi = learned
+    positive_prior(path, tmp_path / "positive.pt")
+    out, _ = read_prior(tmp_path / "positive.pt")
+    for name, value in phi.items():
+        torch.testing.assert_close(out[name], value.clamp(min=0.0))

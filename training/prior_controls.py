@@ -11,7 +11,9 @@ pattern* of φ matters, or only its amount, is tested by two derived priors of t
 - :func:`scaled_prior` — φ times a factor: the prior a β that many times larger would have
   learned. During distillation θ is updated from ∇G alone, so its trajectory does not depend on
   φ, and the efficient φ-gradient depends on φ only through the virtual step's ``θ(1 − 2αφ)``, a
-  relative change of ``2αφ`` (≈ 1e-8 here): to that order φ is linear in β.
+  relative change of ``2αφ`` (≈ 1e-8 here): to that order φ is linear in β;
+- :func:`positive_prior` — ``max(φ, 0)``: the paper's φ has both signs, and a net-negative R rewards
+  larger weights; this keeps only the decay.
 
 :func:`phi_statistics` summarises φ per layer type (convolution weights, BatchNorm γ and β,
 head weight and bias): mean, spread and sign — the paper's unconstrained SGD on φ gives both
@@ -58,6 +60,13 @@ def scaled_prior(source: str | os.PathLike, destination: str | os.PathLike, fact
     """Write ``destination``: φ of ``source`` multiplied by ``factor`` (the β ablation, see the module docstring)."""
     phi, _ = read_prior(source)
     _save_like(source, destination, {name: value * float(factor) for name, value in phi.items()})
+
+
+def positive_prior(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Write ``destination``: ``max(φ, 0)`` of ``source`` — R restricted to a proper prior that only pulls
+    weights towards zero (an after-the-fact stand-in for ``prior.nonnegative``'s projection at every step)."""
+    phi, _ = read_prior(source)
+    _save_like(source, destination, {name: value.clamp(min=0.0) for name, value in phi.items()})
 
 
 def layer_type(name: str, ndim: int) -> str:

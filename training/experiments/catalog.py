@@ -187,7 +187,8 @@ def _scaled_prior_ablation(s: SynthSizes, factor: float) -> list:
     data = ("data.train=[{target_train}]", f"optim.epochs={s.target_epochs}", *s.target_extra)
     controls = [PriorControl(f"phi_{x}", "scaled", "kd_meta_l2", f"φ of kd_meta_l2 × {factor:g}", factor),
                 PriorControl(f"phi_{x}_shuffled", "shuffled", f"phi_{x}", f"φ × {factor:g} permuted within each tensor"),
-                PriorControl(f"phi_{x}_matched", "matched", f"phi_{x}", f"φ × {factor:g} replaced by each tensor's mean")]
+                PriorControl(f"phi_{x}_matched", "matched", f"phi_{x}", f"φ × {factor:g} replaced by each tensor's mean"),
+                PriorControl(f"phi_{x}_positive", "positive", f"phi_{x}", f"max(φ × {factor:g}, 0)")]
     def arm(name, step, extra, note):
         return TrainArm(name, "target", (*data, "regularizer.kind=prior", f"regularizer.prior={{{step}}}/prior.pt",
                                          *extra), "target_test", s.auc_range, note)
@@ -196,7 +197,8 @@ def _scaled_prior_ablation(s: SynthSizes, factor: float) -> list:
             arm(f"target_prior_{x}_shuffled", f"phi_{x}_shuffled", (), f"ablation control: φ × {factor:g}, shuffled"),
             arm(f"target_l2_matched_{x}", f"phi_{x}_matched", (), f"ablation control: ℓ2 with σ = mean of φ × {factor:g}"),
             arm(f"target_prior_{x}_decoupled", f"phi_{x}", ("regularizer.apply=decoupled",),
-                f"ablation: R with φ × {factor:g} applied as decoupled decay θ(1 − 2·lr·φ)")]
+                f"ablation: R with φ × {factor:g} applied as decoupled decay θ(1 − 2·lr·φ)"),
+            arm(f"target_prior_{x}_positive", f"phi_{x}_positive", (), f"ablation: R with max(φ × {factor:g}, 0)")]
 
 
 def synth_table2(s: SynthSizes) -> Experiment:

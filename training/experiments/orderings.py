@@ -44,6 +44,8 @@ PAPER_ORDERINGS: dict[str, list[tuple[str, str, str]]] = {
         ("target_prior_x1000", "target_prior_x1000_shuffled", "ablation: R (φ × 1000) < its shuffled control"),
         ("target_prior_x1000", "target_l2_matched_x1000", "ablation: R (φ × 1000) < its matched ℓ2"),
         ("target_prior_x1000_decoupled", "target_none", "ablation: decoupled R (φ × 1000) < none"),
+        ("target_prior_x1000_positive", "target_none", "ablation: R with max(φ × 1000, 0) < none"),
+        ("target_prior_x1000_positive", "target_prior_x1000", "ablation: φ ≥ 0 beats the literal two-signed φ"),
     ],
 }
 

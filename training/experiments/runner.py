@@ -34,7 +34,8 @@ from training.experiments.spec import (EvalArm, Experiment, ExperimentError, Pri
                                        Step, TrainArm)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-PRIOR_CONTROLS = {"shuffled": "shuffled_prior", "matched": "matched_prior", "scaled": "scaled_prior"}
+PRIOR_CONTROLS = {"shuffled": "shuffled_prior", "matched": "matched_prior", "scaled": "scaled_prior",
+                  "positive": "positive_prior"}
 
 
 @dataclass
@@ -300,6 +301,8 @@ def run_task(plan: Plan, task: Task) -> str:
             module.shuffled_prior(source, run_dir / "prior.pt", task.seed)
         elif step.kind == "scaled":
             module.scaled_prior(source, run_dir / "prior.pt", step.factor)
+        elif step.kind == "positive":
+            module.positive_prior(source, run_dir / "prior.pt")
         else:
             module.matched_prior(source, run_dir / "prior.pt")
         _record(run_dir, task, derive_s=time.perf_counter() - start, source=str(source), kind=step.kind)

@@ -110,7 +110,8 @@ class EvalArm:
 class PriorControl:
     """A control prior derived from arm ``source``'s ``prior.pt`` (same seed) into ``<run dir>/prior.pt``:
     ``kind`` ``shuffled`` (φ permuted within each tensor), ``matched`` (each tensor's φ replaced by its mean,
-    i.e. ℓ2 with a per-tensor σ) or ``scaled`` (φ × ``factor``), by :mod:`training.prior_controls`."""
+    i.e. ℓ2 with a per-tensor σ), ``scaled`` (φ × ``factor``) or ``positive`` (max(φ, 0)), by
+    :mod:`training.prior_controls`."""
 
     name: str
     kind: str
