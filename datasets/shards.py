@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.shard_format import MANIFEST_NAME, ShardError, list_shards, open_shard, read_manifest
+from datasets.splits import check_shard_directory
 
 #: Arrays of the sample dict read by default (those a shard lacks are skipped).
 SAMPLE_KEYS = ("rgb", "depth", "mask", "joints3d", "joints2d", "visible", "K")
@@ -82,6 +83,7 @@ class ShardDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.transform = transform
+        check_shard_directory(self.root)  # a parent of split directories is named with its splits
         self.shards = build_index(self.root, split)
         self._ends = np.cumsum([count for _, count in self.shards]).tolist()
         with open_shard(self.shards[0][0], expected_samples=self.shards[0][1]) as first:

@@ -125,3 +125,15 @@ def test_missing_directory_manifest_entries_and_counts(tmp_path, shard_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ShardError, match="no shards"):
         ShardDataset(tmp_path / "empty")
+
+
+def test_a_parent_of_split_directories_is_named_with_its_splits(tmp_path):
+    from datasets import build_dataset
+    from datasets.errors import DatasetError
+    from tests.shard_fixtures import write_synthetic_shards
+
+    for split in ("training", "evaluation"):
+        write_synthetic_shards(tmp_path / "rhd_256" / split, shard_sizes=(2,), size=32, seed=0)
+    with pytest.raises(DatasetError, match=r"rhd_256: holds one directory per split \(evaluation, training\)"):
+        build_dataset("shards", tmp_path / "rhd_256")
+    assert len(build_dataset("shards", tmp_path / "rhd_256" / "training")) == 2
