@@ -197,6 +197,10 @@ def _init_worker(job: GenerationJob, messages, lp_threads: int | None) -> None:
         from render.pipeline import SamplePipeline
 
         _PIPELINE = SamplePipeline(job.config, job.seed, job.mano, job.chunk_size)
+    except SystemExit as exc:
+        if messages is not None:  # stopped (SIGTERM) while starting: nothing to clean up or report, and
+            os._exit(exc.code if isinstance(exc.code, int) else 1)  # no "Exception in initializer" trace
+        raise
     except BaseException as exc:
         if messages is not None:  # the parent only sees a broken pool: tell it why
             messages.put(("init-error", f"{type(exc).__name__}: {exc}"))
