@@ -2,7 +2,7 @@
 """The README's demo: render a small source set (with depth) and a domain-shifted target set, train
 teacher -> student -> distillation with the meta-learned prior -> target students with the prior,
 without a regulariser and with plain l2, evaluate, and write <out>/report.md (metrics table, PCK plot, prediction grid).
-Toy scale on CPU: about 5 minutes on 2 CPU cores (4 min 27 s measured, docs/demo_report.md), as the README
+Toy scale on CPU: about 5 minutes on 2 CPU cores (4 min 48 s measured, docs/demo_report.md), as the README
 says; rerunning resumes where it stopped.
 
 Example:

@@ -51,7 +51,7 @@ L2_LABEL = "target student, ℓ2 (σ = {sigma:g})"
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo; the defaults took 7 minutes on 2 CPU cores shared with other work (docs/demo_report.md)."""
+    """Sizes of the demo; the defaults took 4 min 48 s on 2 CPU cores (docs/demo_report.md)."""
 
     source_train: int = 2048
     source_test: int = 256
