@@ -20,6 +20,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -172,9 +173,12 @@ def run_tool(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
 
 
 def _ignore_further_interrupts() -> None:
-    """A second Ctrl-C while the interpreter shuts down (joining workers) must not print a trace."""
+    """A second Ctrl-C while the interpreter shuts down (joining workers) must not print a trace,
+    nor may the helper threads of multiprocessing and DataLoader workers (e.g. the file-descriptor
+    sharer, whose connections break as the workers go) that end with an error during shutdown."""
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.excepthook = lambda args: None
 
 
 def quiet_worker_signals() -> None:

@@ -125,32 +125,34 @@ def write_shard(
     then renamed, so a shard under its final name is always complete. The write runs on a
     fresh thread stack (:func:`_on_fresh_stack`), so the same arrays give the same bytes.
     """
-    return _on_fresh_stack(_write_shard, directory, index, arrays, attrs, compression)
-
-
-def _write_shard(directory, index, arrays, attrs, compression) -> dict[str, Any]:
     directory = Path(directory)
     final = directory / shard_name(index)
     n = _check_arrays(arrays, str(final))
     compression = dict(DEFAULT_COMPRESSION if compression is None else compression)
-    with atomic_write(final) as temporary:
-        with h5py.File(temporary, "w") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["joint_layout"] = "mano21"
-            f.attrs["joint_names"] = json.dumps(list(MANO21))
-            f.attrs["num_samples"] = n
-            for key, value in attrs.items():
-                f.attrs[key] = value if isinstance(value, (str, int, float, np.number)) else json.dumps(value)
-            for key, value in arrays.items():
-                value = np.ascontiguousarray(value)
-                if key in IMAGE_ARRAYS and n > 0:
-                    f.create_dataset(key, data=value, chunks=(1,) + value.shape[1:], **compression)
-                else:
-                    f.create_dataset(key, data=value)
+    with atomic_write(final) as temporary:  # this thread owns the temporary file: removed on any error
+        _on_fresh_stack(_write_h5, temporary, n, arrays, attrs, compression)
         open_shard(temporary).close()  # read back and validate before the rename
         entry = {"name": final.name, "num_samples": int(n), "sha256": file_sha256(temporary),
                  "bytes": temporary.stat().st_size}
     return entry
+
+
+def _write_h5(temporary: Path, n: int, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+              compression: Mapping[str, Any]) -> None:
+    """The HDF5 file of :func:`write_shard` (run on a fresh thread stack)."""
+    with h5py.File(temporary, "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["joint_layout"] = "mano21"
+        f.attrs["joint_names"] = json.dumps(list(MANO21))
+        f.attrs["num_samples"] = n
+        for key, value in attrs.items():
+            f.attrs[key] = value if isinstance(value, (str, int, float, np.number)) else json.dumps(value)
+        for key, value in arrays.items():
+            value = np.ascontiguousarray(value)
+            if key in IMAGE_ARRAYS and n > 0:
+                f.create_dataset(key, data=value, chunks=(1,) + value.shape[1:], **compression)
+            else:
+                f.create_dataset(key, data=value)
 
 
 def open_shard(path: str | Path, expected_samples: int | None = None) -> h5py.File:
@@ -337,7 +339,15 @@ def _on_fresh_stack(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         thread.start()
     finally:
         threading.stack_size(previous)
-    thread.join()
+    try:
+        thread.join()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM) while the writer runs: let it finish with the file before
+        # the caller's cleanup removes it, then pass the interruption on.
+        while thread.is_alive():
+            with contextlib.suppress(BaseException):
+                thread.join()
+        raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
