@@ -188,7 +188,9 @@ def quiet_worker_signals() -> None:
 
 
 def _exit_on_terminate(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Further SIGTERMs (a broken pool terminates its workers again) must not cut the unwinding
+    # short; a worker that hangs is SIGKILLed by its parent (render.synth._stop_workers).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)  # unwinds: atomic writes in progress delete their temporary files
 
 
