@@ -169,7 +169,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between checkpoints (one is also written every epoch)
     resume: bool = True  # continue from <out>/checkpoints/last.pt when it exists
     overwrite: bool = False  # out holds a run with another config: delete its outputs and start afresh
-    progress: bool = True  # tqdm progress bars on rank 0
+    progress: bool = True  # progress on rank 0: a bar on a terminal, periodic lines into a log (common.progress)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
