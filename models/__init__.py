@@ -1,7 +1,8 @@
 """Networks: a compact ResNet family for teacher (depth) and student (RGB), built by name."""
 from models.resnet import DEPTHS, STAGES, CheckpointError, ResNet, ResNetSpec
 
-__all__ = ["build_model", "known_models", "ResNet", "ResNetSpec", "CheckpointError", "STAGES"]
+__all__ = ["build_model", "build_from_info", "known_models", "NETWORK_FAMILIES", "ResNet", "ResNetSpec",
+           "CheckpointError", "STAGES"]
 
 
 def known_models() -> list[str]:
@@ -22,3 +23,26 @@ def build_model(name: str, in_channels: int, width: int = 64, num_outputs: int =
     if name not in DEPTHS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(known_models())}")
     return ResNet(ResNetSpec(name=name, in_channels=in_channels, width=width, num_outputs=num_outputs))
+
+
+def _resnet_from_info(info) -> ResNet:
+    return build_model(info["arch"], in_channels=int(info["in_channels"]), width=int(info["width"]),
+                       num_outputs=int(info.get("num_outputs", 63)))
+
+
+#: ``model_info["family"]`` → module path and function building that network from the info alone.
+#: Every network a phase evaluates is built here, so ``tools/evaluate.py`` rebuilds it from a checkpoint.
+NETWORK_FAMILIES = {
+    "resnet": ("models", "_resnet_from_info"),
+}
+
+
+def build_from_info(info):
+    """The network described by a checkpoint's ``model_info`` (``family`` defaults to ``resnet``)."""
+    import importlib
+
+    family = info.get("family", "resnet")
+    if family not in NETWORK_FAMILIES:
+        raise ValueError(f"unknown network family {family!r}; known: {', '.join(NETWORK_FAMILIES)}")
+    module, function = NETWORK_FAMILIES[family]
+    return getattr(importlib.import_module(module), function)(info)

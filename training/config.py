@@ -44,8 +44,13 @@ import yaml
 
 from datasets.atomic import write_text_atomic
 from training.losses import ATT_NORMALIZATIONS, REG_REDUCTIONS
+from training.methods import aw_hourglass_config, lsps_config, supervision_transfer_config
 
-PHASES = ("teacher", "student", "distill", "target")
+#: Every method's settings module (``training/methods/<method>_config.py``): its phase names, its
+#: config section (a dataclass, one field of :class:`TrainConfig`) and its rule rows.
+METHOD_SETTINGS = (supervision_transfer_config, aw_hourglass_config, lsps_config)
+KAP_PHASES = ("teacher", "student", "distill", "target")
+PHASES = KAP_PHASES + tuple(name for module in METHOD_SETTINGS for name in module.PHASES)
 REGULARIZERS = ("none", "prior", "prior_l1", "l1", "l2")
 META_ALGORITHMS = ("efficient", "exact", "first_order")
 PRIOR_FORMS = ("l2", "l1")
@@ -78,6 +83,10 @@ class DataConfig:
     workers: int = 4  # DataLoader worker processes per training process
     allow_eval_split: bool = False  # allow data.train to name an evaluation/test split (refused otherwise)
     val_protocol: str = "auto"  # AUC range of the data.val evaluation: auto (from the data's source) | rhd | stb
+    train_fraction: float = 1.0  # train on this labelled fraction of data.train only (training.data.labelled_subset)
+    subset_seed: int = 0  # which samples form the labelled fractions (nested: 1 % ⊂ 10 % ⊂ 100 %)
+    adapt: list[str] = field(default_factory=list)  # second domain of adaptation phases (training.adapt)
+    adapt_label_fraction: float = 0.0  # labelled fraction of data.adapt (the phase's adapt_label_keys)
 
 
 @dataclass
@@ -177,6 +186,10 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    transfer: supervision_transfer_config.SupervisionTransferConfig = field(
+        default_factory=supervision_transfer_config.SupervisionTransferConfig)
+    aw_hourglass: aw_hourglass_config.AWHourglassConfig = field(default_factory=aw_hourglass_config.AWHourglassConfig)
+    lsps: lsps_config.LSPSConfig = field(default_factory=lsps_config.LSPSConfig)
 
     @property
     def modality(self) -> str:
@@ -206,6 +219,10 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.image_size", lambda v: v >= 16, ">= 16"),
     ("data.workers", lambda v: v >= 0, ">= 0"),
     ("data.val_protocol", lambda v: v in VAL_PROTOCOLS, f"one of {VAL_PROTOCOLS}"),
+    ("data.train_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.subset_seed", lambda v: v >= 0, ">= 0"),
+    ("data.adapt", lambda v: all(str(d).strip() for d in v), "a list of shard directories, none of them empty"),
+    ("data.adapt_label_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("model.arch", lambda v: v in _archs(), "a model name of models.known_models()"),
     ("model.width", lambda v: v > 0, "> 0"),
     ("optim.optimizer", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
@@ -229,6 +246,7 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("prior.inner_steps", lambda v: v >= 1, ">= 1"),
     ("regularizer.kind", lambda v: v in REGULARIZERS, f"one of {REGULARIZERS}"),
     ("regularizer.sigma", lambda v: v >= 0, ">= 0"),
+    *(row for module in METHOD_SETTINGS for row in module.VALUE_RULES),
 ]
 
 #: ``(applies(cfg), holds(cfg), message)``: what each phase requires of the other keys.
@@ -243,6 +261,7 @@ PHASE_RULES: list[tuple[Callable[[TrainConfig], bool], Callable[[TrainConfig], b
      "regularizer.kind={kind} needs regularizer.sigma > 0"),
     (lambda c: c.phase != "target", lambda c: c.regularizer.kind == "none",
      "regularizer.kind is used by phase target only (phase is {phase})"),
+    *(row for module in METHOD_SETTINGS for row in module.PHASE_RULES),
 ]
 
 

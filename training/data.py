@@ -37,10 +37,15 @@ class ResumableSampler(Sampler[int]):
         seed: the permutation of epoch e is ``default_rng([seed, e]).permutation(size)``.
         drop_last: keep only full global batches (training); otherwise pad nothing and let
             the last batch be short (single-process evaluation only).
+        subset: draw only these dataset indices (``size`` is then their count); the
+            permutation is over the subset's positions (``data.train_fraction``).
     """
 
     def __init__(self, size: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True):
+                 world_size: int = 1, drop_last: bool = True, subset: Sequence[int] | None = None):
+        self.subset = None if subset is None else np.asarray(subset, dtype=np.int64)
+        if self.subset is not None:
+            size = len(self.subset)
         if drop_last and size < batch_size * world_size:
             raise ValueError(f"the training set has {size} samples, fewer than one global batch "
                              f"({batch_size} per process x {world_size} processes); lower optim.batch_size")
@@ -61,7 +66,8 @@ class ResumableSampler(Sampler[int]):
                  else np.arange(self.size))
         if self.drop_last:
             order = order[: self.batches_per_epoch * self.batch_size * self.world_size]
-        return order[self.rank :: self.world_size]
+        order = order[self.rank :: self.world_size]
+        return order if self.subset is None else self.subset[order]
 
     def batch_indices(self, batch: int) -> list[int]:
         """Dataset indices of batch ``batch`` (counted from the epoch's start) of this process."""
@@ -73,6 +79,22 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self._indices()) - self.start_batch * self.batch_size)
+
+
+def labelled_subset(size: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """The sorted dataset indices of a labelled fraction: the first ``max(1, round(fraction·size))``
+    of ``default_rng([seed, 104729]).permutation(size)`` (all indices for ``fraction >= 1``, none for 0).
+
+    Nested: for one ``seed`` the 1 % subset lies inside the 10 % one, which lies inside 100 %,
+    so label fractions compare like with like. Used for ``data.train_fraction`` (train on a
+    labelled subset) and ``data.adapt_label_fraction`` (labels of the adaptation domain).
+    """
+    if fraction <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if fraction >= 1:
+        return np.arange(size, dtype=np.int64)
+    count = min(size, max(1, int(round(fraction * size))))
+    return np.sort(np.random.default_rng([seed, 104729]).permutation(size)[:count]).astype(np.int64)
 
 
 def shard_datasets(directories: Sequence[str | Path], transform_for: Callable[[int], Callable]) -> Dataset:
@@ -170,21 +192,24 @@ def verify_shard_checksums(directories: Sequence[str | Path]) -> tuple[int, int]
 def training_loader(directories: Sequence[str | Path], *, image_size: int, augment: bool, batch_size: int,
                     seed: int, workers: int, rank: int = 0, world_size: int = 1,
                     pin_memory: bool = False, device: torch.device | str | None = None,
-                    allow_eval_split: bool = False) -> tuple[DeviceBatches, ResumableSampler]:
+                    allow_eval_split: bool = False, fraction: float = 1.0,
+                    subset_seed: int = 0) -> tuple[DeviceBatches, ResumableSampler]:
     """Loader of the training set; ``batch_size`` is per process. Call ``sampler.set_epoch`` and
     :func:`set_transform_epoch` before each epoch.
 
     Workers deliver compact batches that the batch transform finishes on ``device``
     (default: the current CUDA device with ``pin_memory``, else the CPU); on a CPU the
     workers also warp the images (cheaper there), on a GPU the device does. A directory holding an
-    evaluation/test split is refused unless ``allow_eval_split`` (``data.allow_eval_split``)."""
+    evaluation/test split is refused unless ``allow_eval_split`` (``data.allow_eval_split``). With
+    ``fraction < 1`` only :func:`labelled_subset` ``(len, fraction, subset_seed)`` is drawn."""
     for directory in directories:
         check_training_directory(directory, allow_eval_split)
     device = torch.device(device if device is not None else ("cuda" if pin_memory else "cpu"))
     dataset, finish = batched_datasets(
         directories, lambda k: training_transform(size=image_size, augment=augment, seed=seed + _SEED_STRIDE * k),
         warp_in_worker=device.type != "cuda", keep_rgb=False)
-    sampler = ResumableSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size)
+    subset = None if fraction >= 1 else labelled_subset(len(dataset), fraction, subset_seed)
+    sampler = ResumableSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, subset=subset)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate_compact, pin_memory=pin_memory, drop_last=True,
                         persistent_workers=False)

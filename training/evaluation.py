@@ -64,7 +64,9 @@ def predict(model: torch.nn.Module, loader, modality: str, device: torch.device,
                              f"found keys {sorted(batch)}")
         labels = {k: batch[k].cpu().numpy() for k in ("joints3d", "root", "scale")}
         check_finite(labels, "the label", loader.dataset, first)
-        normalized = model(batch[key].to(device))["pred"].float().cpu().numpy().reshape(-1, 21, 3)
+        # networks predicting in another form (2.5D) take the ground truth the protocol allows (root, scale, K)
+        context = {k: batch[k].to(device) for k in getattr(model, "context_keys", ())}
+        normalized = model(batch[key].to(device), **context)["pred"].float().cpu().numpy().reshape(-1, 21, 3)
         check_finite({"pred": normalized}, "the network's prediction", loader.dataset, first)
         first += len(normalized)
         bar.update(1)

@@ -14,6 +14,14 @@ target     RGB                    F = L_REG + R(θ): learned prior Σφθ² (Eq.
 Each phase offers ``loss(batch) -> (scalar, {name: value})``, the forward pass only; the
 trainer checks that the loss is finite before any parameter changes, then calls
 ``update(batch, loss)``, which runs backward and the optimiser step(s).
+
+:class:`Phase` is also the contract of every other method (:mod:`training.methods`): the
+trainer builds the phase's *evaluated network* from :meth:`Phase.model_info` (saved as
+``model.pt`` and rebuilt by ``tools/evaluate.py``) with its optimiser and schedule; a method
+with more networks and optimisers (a critic, VAE-GAN parts, a frozen teacher) keeps them in
+``self.networks`` / ``self.optimizers``, which checkpoints hold and resume restores
+(:meth:`Phase.state_dict`). A phase with ``uses_adapt`` also gets a batch of ``data.adapt``
+under ``batch["adapt"]`` each step, with only its ``adapt_keys`` (:mod:`training.adapt`).
 """
 from __future__ import annotations
 
@@ -22,17 +30,17 @@ from typing import Any, Mapping
 import torch
 
 from training import distributed, losses, regularizers
-from training.checkpoint import load_checkpoint, load_model_weights, unwrap
+from training.checkpoint import CheckpointError, load_checkpoint, load_model_weights, unwrap
 from training.config import TrainConfig
 from training.prior import check_prior_fits, init_phi, initialisation_seed, load_prior
 
 
 def build_network(info: Mapping[str, Any]) -> torch.nn.Module:
-    """A network from a checkpoint's ``model_info`` (arch, in_channels, width)."""
-    from models import build_model
+    """A network from a checkpoint's ``model_info``: ``family`` (default ``resnet``: arch, in_channels,
+    width, num_outputs) selects the builder of :data:`models.NETWORK_FAMILIES`."""
+    from models import build_from_info
 
-    return build_model(info["arch"], in_channels=int(info["in_channels"]), width=int(info["width"]),
-                       num_outputs=int(info.get("num_outputs", 63)))
+    return build_from_info(info)
 
 
 def input_key(modality: str) -> str:
@@ -47,6 +55,36 @@ class Phase:
     #: state beyond model and optimiser that checkpoints hold: the learned prior φ (and an optimiser of φ)
     phi: dict[str, torch.Tensor] | None = None
     phi_optimizer: torch.optim.Optimizer | None = None
+    #: whether the phase reads a second domain (``data.adapt``), and which of its keys it may see
+    uses_adapt: bool = False
+    adapt_keys: tuple[str, ...] = ()
+    adapt_label_keys: tuple[str, ...] = ()  # only for the labelled fraction data.adapt_label_fraction
+
+    # ----------------------------------------------------------------- hooks the trainer calls before __init__
+
+    @classmethod
+    def input_modality(cls, cfg: TrainConfig) -> str:
+        """``rgb`` or ``depth``: what the evaluated network reads."""
+        return cfg.modality
+
+    @classmethod
+    def model_info(cls, cfg: TrainConfig) -> dict:
+        """Description of the evaluated network (``build_network`` rebuilds it from this alone)."""
+        modality = cls.input_modality(cfg)
+        return {"arch": cfg.model.arch, "width": cfg.model.width, "in_channels": 1 if modality == "depth" else 3,
+                "num_outputs": 63, "modality": modality, "phase": cfg.phase, "image_size": cfg.data.image_size}
+
+    @classmethod
+    def initialise(cls, cfg: TrainConfig, model: torch.nn.Module, init: Mapping[str, Any], source: str) -> None:
+        """Load ``model.init``'s weights (all of them, strictly; methods may load a part)."""
+        load_model_weights(model, init["model"], source)
+
+    @classmethod
+    def trainable_parameters(cls, cfg: TrainConfig, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """Parameters of the evaluated network that its optimiser updates (methods may freeze some)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    # ----------------------------------------------------------------- the phase
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  ctx: distributed.DistContext, memory_format: torch.memory_format, autocast: dict,
@@ -55,8 +93,38 @@ class Phase:
         self.device, self.memory_format, self.autocast = ctx.device, memory_format, autocast
         self.total_steps = int(total_steps)  # optimiser steps of the whole run (for schedules of φ)
         self.terms = losses.LossTerms.from_config(cfg)  # L_REG reduction, L_DIST weights (the run's loss scales)
-        self.input = input_key(cfg.modality)
+        self.input = input_key(self.input_modality(cfg))
         self.needs = self.needs + (self.input,)
+        #: further networks (trained or frozen) and optimisers of the method: checkpointed by name
+        self.networks: dict[str, torch.nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        #: networks of ``self.networks`` that are frozen (kept in eval mode by :meth:`train_mode`)
+        self.frozen: set[str] = set()
+
+    def train_mode(self) -> None:
+        """Put every trained network in training mode, frozen ones in eval mode (once per epoch)."""
+        self.model.train()
+        for name, network in self.networks.items():
+            network.train(name not in self.frozen)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What checkpoints hold beyond the evaluated network: ``self.networks`` and ``self.optimizers``."""
+        return {"networks": {n: unwrap(m).state_dict() for n, m in self.networks.items() if n not in self.frozen},
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any], source: str) -> None:
+        """Inverse of :meth:`state_dict` (on resume); a checkpoint of another method is refused by name."""
+        networks, optimizers = state.get("networks", {}), state.get("optimizers", {})
+        for name, network in self.networks.items():
+            if name in self.frozen:
+                continue
+            if name not in networks:
+                raise CheckpointError(f"{source}: the checkpoint holds no network '{name}' of phase {self.cfg.phase}")
+            load_model_weights(network, networks[name], f"{source} ({name})")
+        for name, optimizer in self.optimizers.items():
+            if name not in optimizers:
+                raise CheckpointError(f"{source}: the checkpoint holds no optimiser '{name}' of phase {self.cfg.phase}")
+            optimizer.load_state_dict(optimizers[name])
 
     def current_lr(self) -> float:
         """Learning rate of the optimiser step about to be taken (follows the schedule)."""

@@ -3,10 +3,13 @@
 ``train(cfg)`` is what ``tools/train.py`` calls (once per process under ``torchrun``):
 
 1. processes, device and seeds;
-2. data (one or several shard directories, :mod:`training.data`);
+2. data (one or several shard directories, :mod:`training.data`; the second domain
+   ``data.adapt`` of adaptation phases, :mod:`training.adapt`);
 3. run directory with the resolved ``config.yaml``;
 4. the network, initialised from ``model.init`` when given, DDP-wrapped when distributed;
-5. optimiser, scheduler and the phase objective (:mod:`training.phases`);
+5. optimiser, scheduler and the phase objective (:mod:`training.phases`; other methods'
+   phases come from :func:`training.methods.phase_class` and keep their further networks
+   and optimisers, which checkpoints hold);
 6. resume from ``<out>/checkpoints/last.pt`` when it exists;
 7. the loop: loss → finite check → update → log → checkpoint;
 8. final checkpoint ``<out>/model.pt``, the learned prior ``<out>/prior.pt`` (distill
@@ -31,12 +34,14 @@ from common.progress import Progress
 from datasets.errors import DatasetError
 from datasets.transforms import input_normalization_config
 from training import distributed
-from training.checkpoint import load_checkpoint, load_model_weights, restore_training_state, save_checkpoint, unwrap
+from training.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, unwrap
 from training.config import TrainConfig, save_config
 from training.data import (describe_samples, require_keys, sample_sources, set_transform_epoch, training_loader,
                            verify_shard_checksums)
 from training.logging import RunLogger
-from training.phases import PHASE_CLASSES, build_network
+from training.adapt import AdaptStream
+from training.methods import phase_class
+from training.phases import build_network
 from training.prior import initialisation_seed, save_prior
 from training.protocols import choose_pck_range
 from training.run_directory import prepare_run_directory
@@ -60,12 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _model_info(cfg: TrainConfig) -> dict:
-    return {"arch": cfg.model.arch, "width": cfg.model.width, "in_channels": 1 if cfg.modality == "depth" else 3,
-            "num_outputs": 63, "modality": cfg.modality, "phase": cfg.phase, "image_size": cfg.data.image_size,
-            "input_normalization": input_normalization_config()}
 
 
 def _lr_lambda(schedule: str, total_steps: int):
@@ -98,10 +97,15 @@ def train(cfg: TrainConfig) -> RunResult:
         if cfg.optim.batch_size % ctx.world_size:
             raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by the "
                              f"{ctx.world_size} processes")
+        phase_cls = phase_class(cfg.phase)
         loader, sampler = training_loader(
             cfg.data.train, image_size=cfg.data.image_size, augment=cfg.data.augment,
             batch_size=cfg.optim.batch_size // ctx.world_size, seed=cfg.seed, workers=cfg.data.workers,
-            rank=ctx.rank, world_size=ctx.world_size, pin_memory=on_cuda, allow_eval_split=cfg.data.allow_eval_split)
+            rank=ctx.rank, world_size=ctx.world_size, pin_memory=on_cuda, allow_eval_split=cfg.data.allow_eval_split,
+            fraction=cfg.data.train_fraction, subset_seed=cfg.data.subset_seed)
+        # the second domain of adaptation phases (training.adapt), its labels hidden but for adapt_keys
+        adapt = (AdaptStream(cfg, phase_cls, batch_size=cfg.optim.batch_size // ctx.world_size, rank=ctx.rank,
+                             world_size=ctx.world_size, pin_memory=on_cuda) if phase_cls.uses_adapt else None)
         if cfg.data.val:  # the validation's AUC range comes from the data's source: fail now, not after training
             choose_pck_range(cfg.data.val, cfg.data.val_protocol)
         per_epoch = sampler.batches_per_epoch
@@ -109,7 +113,7 @@ def train(cfg: TrainConfig) -> RunResult:
         damaged = None
         if ctx.is_main:
             try:
-                verify_shard_checksums(list(cfg.data.train) + list(cfg.data.val or []))
+                verify_shard_checksums(list(cfg.data.train) + list(cfg.data.adapt) + list(cfg.data.val or []))
             except DatasetError as exc:
                 damaged = exc
         if distributed.any_true(damaged is not None, ctx):
@@ -132,22 +136,22 @@ def train(cfg: TrainConfig) -> RunResult:
         # Step 4: the network. init_seed: the seed that drew its initial weights (this run's seed, or
         # the one recorded in the model.init checkpoint), recorded in checkpoints and in prior.pt.
         init = load_checkpoint(cfg.model.init) if cfg.model.init else None
-        info = dict(_model_info(cfg), init_seed=initialisation_seed(cfg.seed, init and init["model_info"]))
+        info = dict(phase_cls.model_info(cfg), input_normalization=input_normalization_config(),
+                    init_seed=initialisation_seed(cfg.seed, init and init["model_info"]))
         model = build_network(info)
         if init is not None:
-            load_model_weights(model, init["model"], cfg.model.init)
+            phase_cls.initialise(cfg, model, init, cfg.model.init)
         model.to(device=ctx.device, memory_format=memory_format)
         model = distributed.wrap_model(model, ctx, sync_bn=cfg.model.sync_bn and not cfg.model.freeze_bn)
 
-        # Step 5: optimiser, scheduler, phase objective.
-        params = [p for p in model.parameters() if p.requires_grad]
+        # Step 5: optimiser, scheduler, phase objective (with the phase's further networks and optimisers).
+        params = phase_cls.trainable_parameters(cfg, model)
         if cfg.optim.optimizer == "adam":
             optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         else:
             optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim.schedule, total_steps))
-        phase = PHASE_CLASSES[cfg.phase](cfg, model, optimizer, ctx, memory_format, autocast,
-                                           total_steps=total_steps)
+        phase = phase_cls(cfg, model, optimizer, ctx, memory_format, autocast, total_steps=total_steps)
         require_keys(loader.dataset, phase.needs, cfg.data.train, f"phase {cfg.phase}")
 
         # Step 6: resume.
@@ -157,6 +161,7 @@ def train(cfg: TrainConfig) -> RunResult:
             state = load_checkpoint(last, map_location=ctx.device)
             _, step = restore_training_state(state, last, model=model, optimizer=optimizer, scheduler=scheduler,
                                              phi=phase.phi, phi_optimizer=phase.phi_optimizer)
+            phase.load_state_dict(state.get("extra") or {}, str(last))
             logger.truncate_after(step)
         elif ctx.is_main:
             logger.truncate_after(-1)
@@ -164,21 +169,25 @@ def train(cfg: TrainConfig) -> RunResult:
         def checkpoint(path: Path, epoch: int) -> None:
             if ctx.is_main:
                 save_checkpoint(path, model=model, model_info=info, epoch=epoch, step=step, optimizer=optimizer,
-                                scheduler=scheduler, phi=phase.phi, phi_optimizer=phase.phi_optimizer)
+                                scheduler=scheduler, phi=phase.phi, phi_optimizer=phase.phi_optimizer,
+                                extra=phase.state_dict())
             distributed.barrier(ctx)
 
         # Step 7: the loop.
         progress = Progress(total_steps, f"{cfg.phase}", unit="step", initial=step,
                             enabled=cfg.progress and ctx.is_main)
         final_loss = float("nan")
+        adapt_batches = adapt.batches(step) if adapt is not None else None
         while step < total_steps:
             epoch, offset = divmod(step, per_epoch)
             sampler.set_epoch(epoch, start_batch=offset)
             set_transform_epoch(loader.dataset, epoch)
-            model.train()
+            phase.train_mode()
             if cfg.model.freeze_bn:
                 _freeze_batchnorm(model)
             for batch in loader:
+                if adapt_batches is not None:
+                    batch["adapt"] = next(adapt_batches)
                 # 7a: forward; the loss must be finite on every process before anything changes.
                 loss, scalars = phase.loss(batch)
                 if distributed.any_true(not torch.isfinite(loss).item(), ctx):

@@ -351,3 +351,12 @@ def build(name: str, quick: bool = False) -> Experiment:
     if quick and experiment.name.startswith("table"):  # a smoke run of the real-data protocol: 2 steps per run
         experiment = replace(experiment, common=(*experiment.common, "optim.max_steps=2"))
     return experiment
+
+
+# --------------------------------------------------------------------------- the other methods' experiments
+# Each method declares its experiments in its own module (which may import the tables above).
+from training.experiments import aw_hourglass as _aw_hourglass, lsps as _lsps  # noqa: E402
+from training.experiments import supervision_transfer as _supervision_transfer  # noqa: E402
+
+for _module in (_supervision_transfer, _aw_hourglass, _lsps):
+    EXPERIMENTS.update(_module.EXPERIMENTS)

@@ -1,0 +1,7 @@
+"""The lsps experiments (synthetic analogue and real-data protocol), declared as tables.
+
+``EXPERIMENTS`` is merged into :data:`training.experiments.catalog.EXPERIMENTS`.
+"""
+from __future__ import annotations
+
+EXPERIMENTS: dict = {}
