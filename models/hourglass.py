@@ -84,12 +84,12 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 class DepthRegularizer(nn.Module):
     """Eq. 9: (2D ground truth in [−1, 1] of the heatmap, predicted Zⁿ) (B, 3K) → FC → transposed
-    convolutions (×2 each, from 4×4) → depth image Dₙ (B, 1, size, size) in [0, 1] (sigmoid)."""
+    convolutions (×2 each, from 4×4; resized when size is not 4·2ⁿ) → depth image Dₙ (B, 1, size, size) in [0, 1] (sigmoid)."""
 
     def __init__(self, size: int, width: int = 32, joints: int = NUM_JOINTS):
         super().__init__()
-        if size < 4 or size & (size - 1):
-            raise ValueError(f"the depth regulariser's output size should be a power of two >= 4, got {size}")
+        if size < 4:
+            raise ValueError(f"the depth regulariser's output size should be >= 4, got {size}")
         self.size, self.width = size, width
         self.fc = nn.Sequential(nn.Linear(3 * joints, width * 16), nn.ReLU(inplace=True))
         layers, resolution = [], 4
@@ -102,7 +102,10 @@ class DepthRegularizer(nn.Module):
     def forward(self, uv_normalized: torch.Tensor, zn: torch.Tensor) -> torch.Tensor:
         x = torch.cat((uv_normalized.flatten(1), zn.flatten(1)), dim=1)
         x = self.fc(x).reshape(-1, self.width, 4, 4)
-        return torch.sigmoid(self.out(self.up(x)))
+        x = self.up(x)
+        if x.shape[-1] != self.size:  # sizes that are not 4·2^n
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.out(x))
 
 
 class Hourglass25D(nn.Module):
