@@ -34,6 +34,7 @@ def _resnet_from_info(info) -> ResNet:
 #: Every network a phase evaluates is built here, so ``tools/evaluate.py`` rebuilds it from a checkpoint.
 NETWORK_FAMILIES = {
     "resnet": ("models", "_resnet_from_info"),
+    "lsps": ("models.vae_gan", "from_info"),
     "supervision_transfer": ("training.methods.supervision_transfer", "network_from_info"),
     "hourglass": ("models.hourglass", "from_info"),
 }

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from render.backgrounds import BackgroundError, background_source
+from render.depth_sensor import apply_depth_sensor, sensor_config, sensor_rng
 from render.postprocess import composite, depth_to_millimetres, joint_visibility
 from render.sampling import (SynthConfig, draw_hand, draw_lighting, draw_skin, place_hand, sample_rng,
                              texture_colours)
@@ -113,7 +114,11 @@ class SamplePipeline:
             mask = frame.mask
             joints2d = project_elementwise(joints, self.K)
             composite(frame.rgb, mask, background, out=arrays["rgb"][row])
-            arrays["depth"][row] = depth_to_millimetres(frame.depth)
+            stored = frame.depth
+            if cfg.depth_sensor:  # real-like sensor depth (render.depth_sensor), its own seeded generator
+                stored = apply_depth_sensor(frame.depth, self.K, sensor_config(cfg.depth_sensor),
+                                            sensor_rng(self.seed, start + row))
+            arrays["depth"][row] = depth_to_millimetres(stored)
             arrays["mask"][row] = mask
             arrays["joints3d"][row] = joints
             arrays["joints2d"][row] = joints2d

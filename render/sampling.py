@@ -85,6 +85,8 @@ class SynthConfig:
     background_crop_range: tuple[float, float] = (0.3, 1.0)
     #: a joint is visible if the rendered surface at its pixel is at most this far in front of it.
     visibility_tolerance_m: float = 0.015
+    #: stored depth through a sensor model (a preset of render.depth_sensor.PRESETS); "" = exact depth
+    depth_sensor: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.background_families, str):  # "noise" or "noise,stripes": names, not letters
@@ -106,6 +108,10 @@ class SynthConfig:
             raise ValueError(f"SynthConfig.image_size should be at least 16 pixels, found {self.image_size}")
         if not 0 <= self.margin < 0.4:
             raise ValueError(f"SynthConfig.margin should be in [0, 0.4) of the image size, found {self.margin}")
+        if self.depth_sensor:
+            from render.depth_sensor import sensor_config
+
+            sensor_config(self.depth_sensor)  # an unknown sensor model lists the known ones
         if self.rotation not in ("uniform", "none"):
             raise ValueError(f"SynthConfig.rotation should be 'uniform' or 'none', found {self.rotation!r}")
         if not (0 < self.hand_size_range[0] and self.hand_size_range[1] <= 1):
@@ -123,7 +129,10 @@ class SynthConfig:
         return np.array([[self.focal, 0, c], [0, self.focal, c], [0, 0, 1]], dtype=np.float32)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        values = dataclasses.asdict(self)
+        if not values["depth_sensor"]:  # exact depth: the JSON of datasets rendered before the option existed
+            del values["depth_sensor"]
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SynthConfig":

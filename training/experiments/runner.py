@@ -235,7 +235,8 @@ def _render_job(plan: Plan, step: RenderData):
     from render.synth import GenerationJob
     from training.demo import domain_options
 
-    config = SynthConfig(**dict(domain_options(step.domain)[0], image_size=step.image_size))
+    config = SynthConfig(**dict(domain_options(step.domain)[0], image_size=step.image_size,
+                                depth_sensor=step.depth_sensor))
     return GenerationJob(out=plan.data_path(step.name), num=step.num, seed=step.seed,
                          shard_size=max(1, min(step.num, 500)), workers=step.workers, config=config,
                          command=f"tools/experiment.py {plan.name} (data step {step.name}, {step.domain} domain)")

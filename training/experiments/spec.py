@@ -51,6 +51,7 @@ class RenderData:
     domain: str = "source"
     image_size: int = 64
     workers: int = 2
+    depth_sensor: str = ""  # stored depth through this sensor model (render.depth_sensor.PRESETS); "" = exact
 
     @property
     def depends(self) -> tuple[str, ...]:
