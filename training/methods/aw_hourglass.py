@@ -98,21 +98,22 @@ def wasserstein_estimate(critic, fs: torch.Tensor, ft: torch.Tensor) -> torch.Te
     return critic(fs).mean() - critic(ft).mean()
 
 
-def gradient_penalty(critic, fs: torch.Tensor, ft: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_penalty(critic, fs: torch.Tensor, ft: torch.Tensor, t: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Eq. 4's penalty E(‖∇f(x̂)‖₂ − 1)², x̂ = t·fs + (1 − t)·ft with t ~ U[0, 1] per sample (or ``t`` given)."""
     if t is None:
-        t = torch.rand(fs.shape[0], device=fs.device, dtype=fs.dtype)
+        t = torch.rand(fs.shape[0], generator=generator, dtype=fs.dtype).to(fs.device)
     t = t.reshape(-1, *([1] * (fs.dim() - 1)))
     mixed = (t * fs.detach() + (1 - t) * ft.detach()).requires_grad_(True)
     grad, = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
 
 
-def critic_objective(critic, fs: torch.Tensor, ft: torch.Tensor, lambda_gp: float,
-                     t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def critic_objective(critic, fs: torch.Tensor, ft: torch.Tensor, lambda_gp: float, t: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 4, as the critic's loss to minimise: −(L_wd − λ_gp·GP). Returns (loss, L_wd, GP)."""
     wd = wasserstein_estimate(critic, fs, ft)
-    gp = gradient_penalty(critic, fs, ft, t)
+    gp = gradient_penalty(critic, fs, ft, t, generator)
     return -(wd - lambda_gp * gp), wd, gp
 
 
@@ -181,6 +182,17 @@ class AWAdaptPhase(AWPretrainPhase):
             self.networks["critic"] = critic
             self.optimizers["critic"] = torch.optim.Adam(critic.parameters(), lr=cfg.aw_hourglass.critic_lr,
                                                          betas=(0.5, 0.9))
+        # t of the interpolates: a generator of its own, checkpointed, so that a resumed run draws the same t
+        # (the global RNG is also drawn by data loaders that a resume re-creates)
+        self.gp_generator = torch.Generator().manual_seed(int(cfg.seed) + 7_919)
+
+    def state_dict(self):
+        return {**super().state_dict(), "gp_generator": self.gp_generator.get_state()}
+
+    def load_state_dict(self, state, source):
+        super().load_state_dict(state, source)
+        if "gp_generator" in state:
+            self.gp_generator.set_state(state["gp_generator"])
 
     def weighted_features(self, zs: torch.Tensor, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(α ⊙ zˢ, α ⊙ zᵗ, α): α of Eq. 5 for ``adaptive``, 1 for ``wasserstein`` (Eq. 6 vs Eq. 3)."""
@@ -225,7 +237,7 @@ class AWAdaptPhase(AWPretrainPhase):
         self._pending = None
         critic, optimizer = self.networks["critic"], self.optimizers["critic"]
         for _ in range(self.s.critic_steps):
-            c_loss, wd, gp = critic_objective(critic, fs, ft, self.s.lambda_gp)
+            c_loss, wd, gp = critic_objective(critic, fs, ft, self.s.lambda_gp, generator=self.gp_generator)
             optimizer.zero_grad(set_to_none=True)
             c_loss.backward()
             optimizer.step()
