@@ -6,7 +6,7 @@
   → "real" depth = renders of other hands through the depth-sensor model
   (:mod:`render.depth_sensor`, preset ``strong``). Arms: ``synthetic_only`` (G_y(P(x)) trained on
   synthetic depth alone), ``lsps_m0`` (unlabelled real depth, the paper's LSPS-Synthetic),
-  ``lsps_m5`` / ``lsps_m25`` (5 % / 25 % of the real set labelled, §3.3), ``real_supervised``
+  ``lsps_m10`` (10 % of the real set labelled, §3.3), ``real_supervised``
   (G_y(P(x)) trained on the fully labelled real set: the upper bound); all evaluated on sensor depth.
   The paper's ordering (NYU, mean joint error): synthetic-only 25.24 mm > LSPS 17.84 mm > real 15.83 mm.
 - ``lsps`` — the real-data protocol: 50k synthetic renders → STB's SK depth (its joints are in the
@@ -39,10 +39,10 @@ class LSPSSizes:
     pose_batch: int = 64
     pose_steps: int = 600
     depth_batch: int = 8
-    depth_steps: int = 400
+    depth_steps: int = 300
     posterior_batch: int = 16
     posterior_steps: int = 300
-    fractions: tuple[float, ...] = (0.0, 0.05, 0.25)  # m of the LSPS arms
+    fractions: tuple[float, ...] = (0.0, 0.1)  # m of the LSPS arms
     seeds: int = 3
     threads: int = 1
     data_workers: int = 0
@@ -53,7 +53,7 @@ class LSPSSizes:
 SYNTH_LSPS = {
     "full": LSPSSizes(),
     "quick": LSPSSizes(width=4, synth_train=32, real_train=32, real_test=16, pose_batch=8, pose_steps=3,
-                       depth_batch=4, depth_steps=2, posterior_batch=4, posterior_steps=2, fractions=(0.0, 0.25), seeds=2,
+                       depth_batch=4, depth_steps=2, posterior_batch=4, posterior_steps=2, fractions=(0.0, 0.1), seeds=2,
                        render_workers=1),
 }
 
