@@ -50,6 +50,7 @@ class AWSizes:
     lambda_wd: float = 0.01
     lambda_reg: float = 0.1
     critic_steps: int = 5
+    sweep_lambda_wd: float = 0.1  # an extra adaptive arm with this λ_wd (the issue: "sweep to 0.1")
     seeds: int = 3
     threads: int = 1
     data_workers: int = 0
@@ -94,10 +95,15 @@ def synth_aw_hourglass(s: AWSizes) -> Experiment:
     data = (RenderData("source_train", s.source_train, 1, "source", s.image_size, s.render_workers),
             RenderData("target_train", s.target_train, 3, "target", s.image_size, s.render_workers),
             RenderData("target_test", s.target_test, 4, "target", s.image_size, s.render_workers))
+    arms = synth_methods_arms(s)
+    adaptive = arms[-1]
+    sweep = replace(adaptive, name=f"aw_hourglass_adaptive_wd{s.sweep_lambda_wd:.0e}",
+                    overrides=(*adaptive.overrides, f"aw_hourglass.lambda_wd={s.sweep_lambda_wd}"),
+                    note=f"adaptive critic with λ_wd = {s.sweep_lambda_wd:g} (10× the default)")
     return Experiment("synth-aw-hourglass", "AW Hourglass Table 2 analogue: hourglass pretrained on synthetic "
                       "source renders, adapted to shifted target renders (2D + depth only) without a critic, with "
                       "a Wasserstein critic, with the adaptive (α-weighted) critic; target test, AUC 0-30 mm",
-                      data, tuple(synth_methods_arms(s)), s.seeds, _common(s), asdict(s))
+                      data, (*arms, sweep), s.seeds, _common(s), asdict(s))
 
 
 #: the real protocol at the paper's scale (its configs: 256 px, ResNet-18 width 64, Adam 1e-4, batch 16 + 16)
