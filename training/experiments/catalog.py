@@ -357,6 +357,7 @@ def build(name: str, quick: bool = False) -> Experiment:
 # Each method declares its experiments in its own module (which may import the tables above).
 from training.experiments import aw_hourglass as _aw_hourglass, lsps as _lsps  # noqa: E402
 from training.experiments import supervision_transfer as _supervision_transfer  # noqa: E402
+from training.experiments import synth_methods as _synth_methods  # noqa: E402
 
-for _module in (_supervision_transfer, _aw_hourglass, _lsps):
+for _module in (_supervision_transfer, _aw_hourglass, _lsps, _synth_methods):
     EXPERIMENTS.update(_module.EXPERIMENTS)
