@@ -39,9 +39,9 @@ class LSPSSizes:
     pose_batch: int = 64
     pose_steps: int = 600
     depth_batch: int = 8
-    depth_steps: int = 300
+    depth_steps: int = 500
     posterior_batch: int = 16
-    posterior_steps: int = 300
+    posterior_steps: int = 400
     fractions: tuple[float, ...] = (0.0, 0.1)  # m of the LSPS arms
     seeds: int = 3
     threads: int = 1
