@@ -201,3 +201,11 @@ def test_synth_methods_arms_carry_the_name():
 
     arms = synth_methods_arms("source_train", "target_train", "target_test", quick=True)
     assert all("lsps" in a.name for a in arms) and arms[-1].name == "lsps_m0"
+
+
+def test_real_data_protocol_names_the_missing_dataset(tmp_path, capsys):
+    from tools.experiment import main
+
+    assert main(["lsps", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert str(tmp_path / "data" / "stb_256" / "train") in message and "tools/convert_dataset.py stb" in message
