@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--shard-index", type=int,
                         help="this job's index in a job array, 0 … count-1 (with --shard-count)")
     parser.add_argument("--shard-count", type=positive_int, help="number of jobs in the job array")
+    parser.add_argument("--domain", choices=("source", "target"),
+                        help="a domain of the experiments (render.domains): source (background families noise, "
+                             "gradient, texture) or its shifted target (darker skin, dimmer light, stripes and "
+                             "shapes backgrounds); default: every background family and skin tone")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SynthConfig field, VALUE as JSON, e.g. --set margin=0.1 "
                              "--set 'pose_range=[-1.5,1.5]' --set background_families=noise,stripes (repeatable)")
@@ -68,10 +72,12 @@ def parse_overrides(items: list[str]) -> dict:
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     show_progress = apply_progress_switch(args)
+    from render.domains import domain_options
     from render.sampling import SynthConfig
     from render.synth import GenerationJob, generate, job_array_shards, parse_shard_ranges, plan_shards
 
-    overrides = dict(image_size=args.size, backgrounds=args.backgrounds, skin_texture=args.skin_texture)
+    overrides = dict(domain_options(args.domain)[0] if args.domain else {}, image_size=args.size, backgrounds=args.backgrounds,
+                     skin_texture=args.skin_texture)
     overrides.update(parse_overrides(args.set))
     config = SynthConfig.from_dict(overrides)
     num_shards = len(plan_shards(args.num, args.shard_size))

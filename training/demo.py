@@ -37,13 +37,11 @@ from training.evaluation import evaluate_checkpoint, plot_pck
 from training.logging import read_log
 from training.metrics import PCK_RANGES
 from training.phases import meta_beta
+from render.domains import SOURCE_BACKGROUNDS, TARGET_BACKGROUNDS, domain_options  # noqa: F401
 from training.prior import read_prior
 from training.trainer import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: procedural background families of each domain (used when ``SynthConfig`` can choose them)
-SOURCE_BACKGROUNDS = ("noise", "gradient", "texture")
-TARGET_BACKGROUNDS = ("stripes", "shapes")
 PRIOR_LABEL = "target student + learned prior"
 NONE_LABEL = "target student, no regulariser"
 L2_LABEL = "target student, ℓ2 (σ = {sigma:g})"
@@ -78,31 +76,6 @@ class DemoSettings:
     data_workers: int = 1  # one loader process next to ...
     threads: int = 1  # ... one compute thread: 2 cores, no oversubscription
     seed: int = 0
-
-
-def _synth_fields() -> set[str]:
-    from render.sampling import SynthConfig
-
-    return {f.name for f in dataclasses.fields(SynthConfig)}
-
-
-def domain_options(domain: str) -> tuple[dict, str]:
-    """``SynthConfig`` options of the ``source`` or ``target`` domain and a description of the shift."""
-    from render.sampling import SKIN_TONES
-
-    families = "background_families" in _synth_fields()
-    if domain == "source":
-        return ({"background_families": SOURCE_BACKGROUNDS} if families else {}), "default"
-    options = {"skin_tones": SKIN_TONES[4:], "light_intensity_range": (0.8, 1.8), "ambient_range": (0.45, 0.7)}
-    description = "darker skin tones (the 4 darkest of 8), dimmer and flatter lighting"
-    if families:
-        options["background_families"] = TARGET_BACKGROUNDS
-        description += (f", other procedural background families ({', '.join(TARGET_BACKGROUNDS)}; "
-                        f"source: {', '.join(SOURCE_BACKGROUNDS)})")
-    else:
-        description += ("; the renderer offers no choice of background family (`SynthConfig` has no "
-                        "`background_families`), so both domains share the same background families")
-    return options, description
 
 
 def _render(out: Path, num: int, seed: int, size: int, workers: int, domain: str) -> Path:

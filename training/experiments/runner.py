@@ -230,10 +230,10 @@ def task_done(plan: Plan, task: Task) -> bool:
 
 
 def _render_job(plan: Plan, step: RenderData):
-    """The :class:`render.synth.GenerationJob` of a data step (domains: :func:`training.demo.domain_options`)."""
+    """The :class:`render.synth.GenerationJob` of a data step (domains: :func:`render.domains.domain_options`)."""
     from render.sampling import SynthConfig
     from render.synth import GenerationJob
-    from training.demo import domain_options
+    from render.domains import domain_options
 
     config = SynthConfig(**dict(domain_options(step.domain)[0], image_size=step.image_size,
                                 depth_sensor=step.depth_sensor))

@@ -42,7 +42,7 @@ def references(text: str) -> list[str]:
 @dataclass(frozen=True)
 class RenderData:
     """A synthetic set rendered once for all seeds: ``domain`` is ``source`` or ``target``
-    (:func:`training.demo.domain_options`: the target has other background families, darker skin
+    (:func:`render.domains.domain_options`: the target has other background families, darker skin
     tones and dimmer, flatter light)."""
 
     name: str
