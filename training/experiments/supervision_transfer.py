@@ -31,7 +31,7 @@ class TransferSizes:
 
     synth: SynthSizes
     transfer_epochs: int = 10
-    finetune_steps: int = 250  # every fine-tune and from-scratch arm (equal budgets)
+    finetune_steps: int = 300  # every fine-tune and from-scratch arm (equal budgets)
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     head_only_fractions: tuple[float, ...] = (0.1,)
     small_batch: int = 8  # batch of the fractions whose subset is smaller than synth.batch_size
