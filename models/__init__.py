@@ -35,7 +35,7 @@ def _resnet_from_info(info) -> ResNet:
 NETWORK_FAMILIES = {
     "resnet": ("models", "_resnet_from_info"),
     "lsps": ("models.vae_gan", "from_info"),
-    "supervision_transfer": ("training.methods.supervision_transfer", "network_from_info"),
+    "supervision_transfer": ("models.transfer_network", "network_from_info"),
     "hourglass": ("models.hourglass", "from_info"),
 }
 

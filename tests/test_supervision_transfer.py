@@ -11,6 +11,7 @@ from tests.training_fixtures import IMAGE, WIDTH, random_checkpoint, tiny_config
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import ConfigError, load_config
 from training.logging import read_log
+from models import transfer_network
 from training.methods import supervision_transfer as st
 from training.phases import build_network
 from training.trainer import train
@@ -38,7 +39,7 @@ def transferred(source):
 def test_adapter_maps_student_channels_to_teacher_channels_and_sizes():
     student = {"arch": "resnet18", "width": 8, "in_channels": 1}
     teacher = {"arch": "resnet18", "width": 16, "in_channels": 3}
-    net = st.TransferNetwork(student, "normalised", teacher, ("layer4", "layer3"))
+    net = transfer_network.TransferNetwork(student, "normalised", teacher, ("layer4", "layer3"))
     assert net.points == ("layer3", "layer4")
     conv = net.adapters["layer4"][0]
     assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (64, 128, (1, 1))
@@ -61,12 +62,12 @@ def test_transfer_loss_by_hand():
 
 def test_hha_like_encoding_of_a_flat_depth_map():
     depth = torch.full((1, 1, 8, 8), -0.25)
-    encoded = st.hha_like(depth)
+    encoded = transfer_network.hha_like(depth)
     assert encoded.shape == (1, 3, 8, 8)
     torch.testing.assert_close(encoded[:, 0], torch.full((1, 8, 8), 0.25))  # nearness
     torch.testing.assert_close(encoded[:, 1:], torch.cat([torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8)], 1))
     with pytest.raises(ValueError, match="expects depth"):
-        st.hha_like(torch.zeros(1, 3, 8, 8))
+        transfer_network.hha_like(torch.zeros(1, 3, 8, 8))
 
 
 def test_teacher_stays_frozen_and_zero_shot_composes_teacher_head_on_student_trunk(source, transferred):
