@@ -22,6 +22,10 @@ with more networks and optimisers (a critic, VAE-GAN parts, a frozen teacher) ke
 ``self.networks`` / ``self.optimizers``, which checkpoints hold and resume restores
 (:meth:`Phase.state_dict`). A phase with ``uses_adapt`` also gets a batch of ``data.adapt``
 under ``batch["adapt"]`` each step, with only its ``adapt_keys`` (:mod:`training.adapt`).
+A phase that draws random numbers itself (interpolates of a gradient penalty, VAE noise) draws
+them from a ``torch.Generator`` of its own and returns its state from :meth:`Phase.state_dict`:
+a resumed run rebuilds its data loaders, which draw from the global generator, so global draws
+would differ after a resume (``training.methods.aw_hourglass`` does this).
 """
 from __future__ import annotations
 
