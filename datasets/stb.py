@@ -18,9 +18,18 @@ the camera's intrinsics. STB labels a palm centre, replaced by a wrist with
 
 STB has only left hands (``is_left=True``); ``mirror=True`` returns them mirrored as right
 hands. STB has no visibility labels: ``visible`` = in front of the camera and inside the
-image. The ``SK_depth`` images are in the depth camera's frame, not registered to the
-colour image, so samples carry no ``depth`` (decode them with
-:func:`datasets.images.read_stb_depth`).
+image.
+
+Depth: the ``SK_depth_<i>.png`` images (:func:`datasets.images.read_stb_depth`, metres) are
+in the *depth* camera's frame. ``depth=True`` (camera ``sk_color`` only) adds ``depth``
+(1, H, W) metres, 0 = no data, registered into the colour image by
+:func:`register_sk_depth`: each valid depth pixel is back-projected with ``K_depth``, moved
+to the colour camera (:func:`sk_depth_to_color`), projected with ``K_colour`` and splatted
+onto the colour pixel centres its pixel's footprint covers (the colour camera magnifies
+×1.28), z-buffered (the nearest surface wins). By default (``fill_depth_holes=True``) the
+remaining 1-pixel holes are closed from two agreeing opposite neighbours
+(:func:`fill_one_pixel_holes`); wider holes (the background beside a near surface that only
+the colour camera sees, pixels outside the depth camera's view, depth dropouts) stay 0.
 """
 from __future__ import annotations
 
@@ -36,7 +45,7 @@ from datasets.conventions import (PALM_TO_WRIST_RULES, STB_TO_MANO21_PALM_ROOT, 
 from datasets.conventions import palm_to_wrist as convert_palm_to_wrist
 from datasets.errors import DatasetError
 from datasets.geometry import project
-from datasets.images import read_rgb
+from datasets.images import read_rgb, read_stb_depth
 
 STB_SEQUENCES = tuple(f"B{b}{kind}" for b in range(1, 7) for kind in ("Counting", "Random"))
 STB_TEST_SEQUENCES = ("B1Counting", "B1Random")
@@ -90,6 +99,85 @@ def sk_color_to_depth(points: np.ndarray) -> np.ndarray:
     return np.asarray(points, np.float64) @ STB_SK_R.T + STB_SK_T_M
 
 
+#: Two opposite neighbours of a 1-pixel hole fill it only when their depths differ by at most this.
+HOLE_FILL_TOLERANCE_M = 0.01
+#: Offsets (dv, du) of one neighbour of each opposite pair: left/right, up/down, the two diagonals.
+_HOLE_PAIRS = ((0, 1), (1, 0), (1, 1), (1, -1))
+#: Footprints of neighbouring depth pixels overlap by this (colour px), so rounding opens no slivers.
+_FOOTPRINT_OVERLAP_PX = 0.01
+
+
+def register_sk_depth(depth_m: np.ndarray, fill_holes: bool = True,
+                      size: tuple[int, int] = STB_IMAGE_SIZE,
+                      hole_tolerance_m: float = HOLE_FILL_TOLERANCE_M) -> np.ndarray:
+    """SK depth image ``(H, W)`` metres (depth-camera frame, 0 = no data) → depth in the colour image.
+
+    Every pixel ``(u, v)`` with depth ``d > 0`` becomes ``X_d = d·K_depth⁻¹·[u, v, 1]``, then
+    ``X_c = Rᵀ (X_d − T)`` (:func:`sk_depth_to_color`), projected with ``K_colour`` to
+    ``(u_c, v_c)`` (pixel centres at integer coordinates, OpenCV convention). The point is
+    splatted onto the colour pixel centres inside its pixel's footprint, the square of
+    half-side ``½·(f_colour / f_depth)·(d / z_c)`` around ``(u_c, v_c)`` (≈ 1.28 px: one to four
+    pixels), and the smallest colour-camera ``z_c`` landing on a pixel wins (z-buffer). Without
+    the footprint the ×1.28 magnification would leave gaps in every surface, through which
+    the surfaces behind would show. Returns float32 ``(H, W)`` of ``size = (width, height)``,
+    metres along the colour camera's z, 0 = no data; ``fill_holes`` then closes the remaining
+    1-pixel holes (:func:`fill_one_pixel_holes`).
+    """
+    depth_m = np.asarray(depth_m, np.float64)
+    if depth_m.ndim != 2:
+        raise ValueError(f"register_sk_depth expects an (H, W) depth image, found shape {depth_m.shape}")
+    width, height = size
+    rows, cols = np.nonzero(np.isfinite(depth_m) & (depth_m > 0))
+    d = depth_m[rows, cols]
+    pixels = np.stack([cols, rows, np.ones_like(rows)], axis=-1).astype(np.float64)
+    rays = pixels @ np.linalg.inv(STB_K["sk_depth"]).T  # float64 throughout (geometry.unproject gives float32)
+    points = sk_depth_to_color(rays * d[:, None])
+    front = points[:, 2] > 1e-6
+    points, d = points[front], d[front]
+    z = points[:, 2]
+    uv = (points @ STB_K["sk_color"].T)[:, :2] / z[:, None]
+    magnification = np.diag(STB_K["sk_color"])[:2] / np.diag(STB_K["sk_depth"])[:2]
+    half = 0.5 * magnification[None] * (d / z)[:, None] + _FOOTPRINT_OVERLAP_PX  # (N, 2) half-sides, px
+    first = np.ceil(uv - half).astype(np.int64)  # first pixel centre inside the footprint, per axis
+    steps = range(int(np.ceil(2.0 * half.max(initial=0.0))) + 1)
+    zbuffer = np.full(height * width, np.inf)
+    for du in steps:
+        u = first[:, 0] + du
+        for dv in steps:
+            v = first[:, 1] + dv
+            keep = ((u <= uv[:, 0] + half[:, 0]) & (v <= uv[:, 1] + half[:, 1])
+                    & (u >= 0) & (u < width) & (v >= 0) & (v < height))
+            np.minimum.at(zbuffer, v[keep] * width + u[keep], z[keep])
+    zbuffer = zbuffer.reshape(height, width)
+    zbuffer[np.isinf(zbuffer)] = 0.0
+    if fill_holes:
+        zbuffer = fill_one_pixel_holes(zbuffer, hole_tolerance_m)
+    return zbuffer.astype(np.float32)
+
+
+def fill_one_pixel_holes(depth: np.ndarray, tolerance_m: float = HOLE_FILL_TOLERANCE_M) -> np.ndarray:
+    """Close 1-pixel holes: an empty pixel (0) whose two opposite neighbours (left/right, up/down or a
+    diagonal) both have depth, differing by at most ``tolerance_m``, gets their mean (several such
+    pairs: the mean of the pairs' means). Wider holes and gaps between surfaces stay 0."""
+    depth = np.asarray(depth, np.float64)
+    padded = np.pad(depth, 1)
+    height, width = depth.shape
+    total, count = np.zeros_like(depth), np.zeros_like(depth)
+
+    def shifted(dv, du):
+        return padded[1 + dv:1 + dv + height, 1 + du:1 + du + width]
+
+    for dv, du in _HOLE_PAIRS:
+        a, b = shifted(dv, du), shifted(-dv, -du)
+        usable = (a > 0) & (b > 0) & (np.abs(a - b) <= tolerance_m)
+        total += np.where(usable, (a + b) / 2.0, 0.0)
+        count += usable
+    out = depth.copy()
+    fill = (depth == 0) & (count > 0)
+    out[fill] = total[fill] / count[fill]
+    return out
+
+
 def load_stb_labels(path: str | Path) -> np.ndarray:
     """``handPara`` of an STB ``.mat`` file → ``(frames, 21, 3)`` metres in STB joint order."""
     path = Path(path)
@@ -120,6 +208,8 @@ class STBDataset(Dataset):
         palm_to_wrist: str = "ring",
         mirror: bool = False,
         transform: Callable[[dict], dict] | None = None,
+        depth: bool = False,
+        fill_depth_holes: bool = True,
     ):
         if split not in STB_SPLITS:
             raise ValueError(f"unknown STB split {split!r}; choose one of {tuple(STB_SPLITS)}")
@@ -127,6 +217,13 @@ class STBDataset(Dataset):
             raise ValueError(f"unknown STB camera {camera!r}; choose one of {tuple(STB_CAMERAS)}")
         if palm_to_wrist not in PALM_TO_WRIST_RULES:
             raise ValueError(f"unknown palm_to_wrist rule {palm_to_wrist!r}; choose one of {PALM_TO_WRIST_RULES}")
+        if not isinstance(depth, (bool, np.bool_)) or not isinstance(fill_depth_holes, (bool, np.bool_)):
+            raise ValueError(f"STB depth and fill_depth_holes must be true or false; found {depth!r}, "
+                             f"{fill_depth_holes!r}")
+        if depth and camera != "sk_color":
+            raise ValueError(f"STB depth=True needs camera='sk_color' (the SK_depth images, registered to the "
+                             f"RealSense colour camera); camera {camera!r} has no depth")
+        self.depth, self.fill_depth_holes = bool(depth), bool(fill_depth_holes)
         self.sequences = tuple(STB_SPLITS[split] if sequences is None else sequences)
         unknown = [s for s in self.sequences if s not in STB_SEQUENCES]
         if unknown:
@@ -164,6 +261,15 @@ class STBDataset(Dataset):
         folder, frame = self.frames[i]
         return folder / f"{self._image_prefix}_{frame}.png"
 
+    def depth_path(self, i: int) -> Path:
+        """The frame's ``SK_depth`` PNG (depth-camera frame; read only with ``depth=True``)."""
+        folder, frame = self.frames[i]
+        return folder / f"SK_depth_{frame}.png"
+
+    def registered_depth(self, i: int) -> np.ndarray:
+        """Frame ``i``'s SK depth registered into the colour image, ``(480, 640)`` metres (:func:`register_sk_depth`)."""
+        return register_sk_depth(read_stb_depth(self.depth_path(i), STB_IMAGE_SIZE), self.fill_depth_holes)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
             raise IndexError(f"STB index {i} out of range [0, {len(self)})")
@@ -175,6 +281,7 @@ class STBDataset(Dataset):
             K=self.K,
             is_left=True,
             index=i,
+            depth=self.registered_depth(i) if self.depth else None,
         )
         if self.mirror:
             sample = mirror_sample(sample)

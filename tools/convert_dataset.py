@@ -7,6 +7,7 @@ on an evaluation/test split (training refuses those unless data.allow_eval_split
 Examples:
   python tools/convert_dataset.py rhd --root data/RHD_published_v2 --out data/rhd_256   # data/rhd_256/{training,evaluation}
   python tools/convert_dataset.py stb --root data/STB --out data/stb_256 --split test --limit 100   # data/stb_256/test
+  python tools/convert_dataset.py stb --root data/STB --out data/stb_256_depth --option depth=true   # + SK depth registered to colour
   python tools/convert_dataset.py freihand --root data/FreiHAND_pub_v2 --out data/fh_all --option domain=all
   python tools/convert_dataset.py verify data/rhd_256/training
 """
@@ -55,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         sub.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, help="samples per shard")
         sub.add_argument("--workers", type=positive_int, default=1, help="worker processes (each converts whole shards)")
         sub.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                         help="reader option, e.g. hand=visible (rhd), palm_to_wrist=middle (stb), domain=all")
+                         help="reader option, e.g. hand=visible (rhd), palm_to_wrist=middle or depth=true (stb), domain=all")
         sub.add_argument("--no-progress", action="store_true",
                          help="no progress bar or progress lines (also: environment HANDKIT_PROGRESS=0)")
     check = commands.add_parser("verify", help="check a shard directory and list every problem",

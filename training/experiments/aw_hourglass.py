@@ -9,8 +9,9 @@
   only by the evaluation on ``target_test``: ``aw_hourglass_none`` (joint training, wo/AWH),
   ``aw_hourglass_wasserstein`` (w/WH), ``aw_hourglass_adaptive`` (w/AWH). AUC over 0–30 mm as the paper.
 - ``aw-hourglass``: RHD (fully labelled) → STB (10 sequences with 2D + depth for training, 2 for the
-  test), the paper's protocol. It needs STB shards whose samples carry depth registered to the colour
-  crop; ``tools/convert_dataset.py stb`` does not write depth yet (``datasets/stb.py``).
+  test), the paper's protocol. Its target (``data.adapt``) is ``stb_depth_train``, STB shards whose samples
+  carry the SK depth registered to the colour crop (``tools/convert_dataset.py stb --option depth=true``,
+  ``datasets/stb.py``); the test is ``stb_test`` (RGB only).
 
 :func:`synth_methods_arms` gives the arms of this method for the shared ``synth-methods`` experiment.
 """
@@ -111,11 +112,11 @@ PAPER_AW = {"seeds": 3, "pretrain_epochs": 50, "adapt_epochs": 50}
 
 
 def aw_hourglass_real(quick: bool) -> Experiment:
-    data = tuple(RealData(n, REAL_DATA[n][0], REAL_DATA[n][1]) for n in ("rhd_train", "stb_train", "stb_test"))
+    data = tuple(RealData(n, REAL_DATA[n][0], REAL_DATA[n][1]) for n in ("rhd_train", "stb_depth_train", "stb_test"))
     pretrain = TrainArm("aw_hourglass_pretrain", "aw_hourglass_pretrain",
                         ("data.train=[{rhd_train}]", f"optim.epochs={PAPER_AW['pretrain_epochs']}"), "stb_test",
                         AUC_0_30, "hourglass pretrained on RHD (no critic), evaluated on STB")
-    arms = (pretrain, *adapt_arms("rhd_train", "stb_train", "stb_test", pretrain.name, AUC_0_30,
+    arms = (pretrain, *adapt_arms("rhd_train", "stb_depth_train", "stb_test", pretrain.name, AUC_0_30,
                                   (f"optim.epochs={PAPER_AW['adapt_epochs']}",)))
     return Experiment("aw-hourglass", "AW Hourglass paper Table 2: RHD → STB (2D + registered depth for training, "
                       "RGB at test), no adaptation / Wasserstein / adaptive Wasserstein; EPE and AUC 0-30 mm",

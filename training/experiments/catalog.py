@@ -27,6 +27,11 @@ REAL_DATA = {
     "rhd_test": ("rhd_256/evaluation", "python tools/convert_dataset.py rhd --root <path of RHD_published_v2> --out {root}/rhd_256"),
     "stb_train": ("stb_256/train", "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256"),
     "stb_test": ("stb_256/test", "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256"),
+    # SK depth registered into the colour crop (datasets.stb.register_sk_depth): AW Hourglass, LSPS
+    "stb_depth_train": ("stb_256_depth/train",
+                        "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256_depth --option depth=true"),
+    "stb_depth_test": ("stb_256_depth/test",
+                       "python tools/convert_dataset.py stb --root <path of STB> --out {root}/stb_256_depth --option depth=true"),
     **{f"freihand_{d}_{part}": (f"freihand_256_{d}/{split}",
                                 f"python tools/convert_dataset.py freihand --root <path of FreiHAND_pub_v2> "
                                 f"--out {{root}}/freihand_256_{d} --option domain={d}")
