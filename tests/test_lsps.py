@@ -110,11 +110,12 @@ def test_no_unlabelled_pose_reaches_a_loss(cls, phase, domains, tmp_path):
     losses = []
     for value in (0.0, 7.0):  # whatever an unlabelled row holds, the loss and its gradient ignore it
         real_batch = adapt(value)
-        torch.manual_seed(5)
+        p.noise_generator.manual_seed(5)
         loss, scalars = p.loss({**batch, "adapt": real_batch})
         losses.append(loss.item())
         assert ("loss/map_r" in scalars) or ("loss/pos_r" in scalars)
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert set(p.state_dict()) >= {"noise_generator"}
     # with no labelled row no real pose term is computed at all
     none = dict(adapt(0.0), labelled=torch.zeros(4, dtype=torch.bool))
     _, scalars = p.loss({**batch, "adapt": none})
@@ -208,4 +209,4 @@ def test_real_data_protocol_names_the_missing_dataset(tmp_path, capsys):
 
     assert main(["lsps", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 2
     message = capsys.readouterr().err.strip()
-    assert str(tmp_path / "data" / "stb_256" / "train") in message and "tools/convert_dataset.py stb" in message
+    assert str(tmp_path / "data" / "stb_256_depth" / "train") in message and "tools/convert_dataset.py stb" in message

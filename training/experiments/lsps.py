@@ -9,12 +9,13 @@
   ``lsps_m10`` (10 % of the real set labelled, §3.3), ``real_supervised``
   (G_y(P(x)) trained on the fully labelled real set: the upper bound); all evaluated on sensor depth.
   The paper's ordering (NYU, mean joint error): synthetic-only 25.24 mm > LSPS 17.84 mm > real 15.83 mm.
-- ``lsps`` — the real-data protocol: 50k synthetic renders → STB's SK depth (its joints are in the
-  depth camera's frame) at the paper's settings (configs/lsps_*.yaml: 128² crops, paper widths and
+- ``lsps`` — the real-data protocol: 50k synthetic renders → STB's SK depth (``stb_depth_*``: converted with
+  ``--option depth=true``: SK depth registered into the colour crop that carries the joints) at the
+  paper's settings (configs/lsps_*.yaml: 128² crops, paper widths and
   iteration counts), m ∈ {0, 1, 5, 10, 25, 100} %.
 
 Sizes for 2 CPU cores: :data:`SYNTH_LSPS` (the paper's networks at 128² with 256×32×32 latents
-take ~60 CPU-s per step; the analogue uses 32² crops, channel width 8/64 of the paper's ladder
+are far too heavy for 2 CPU cores; the analogue uses 32² crops, channel width 8/64 of the paper's ladder
 (latent 32×8×8), a batch of 8 per domain and a few hundred steps per stage).
 """
 from __future__ import annotations
@@ -130,7 +131,7 @@ def synth_methods_arms(synth: str, real: str, test: str, quick: bool = False, au
 
 def real_lsps(quick: bool) -> Experiment:
     """STB's SK depth as the real domain (joints in its depth camera), 50k synthetic renders as the source."""
-    names = ("stb_train", "stb_test")
+    names = ("stb_depth_train", "stb_depth_test")
     data = (RenderData("synth", 64 if quick else 50000, 0, "source", 128 if not quick else 32, 8),
             *(RealData(n, REAL_DATA[n][0], REAL_DATA[n][1]) for n in names))
     s = LSPSSizes(image_size=128, width=64, lr=1.0e-4, pose_batch=128, pose_steps=200_000, depth_batch=1,
@@ -139,7 +140,7 @@ def real_lsps(quick: bool) -> Experiment:
     if quick:
         s = replace(s, image_size=32, width=4, pose_batch=4, pose_steps=2, depth_batch=2, depth_steps=2,
                     posterior_batch=4, posterior_steps=2, fractions=(0.0,))
-    arms = lsps_arms(s, "synth", "stb_train", "stb_test")
+    arms = lsps_arms(s, "synth", "stb_depth_train", "stb_depth_test")
     return Experiment("lsps", "LSPS on real data: synthetic depth renders → STB SK depth (paper protocol: 128² crops, "
                       "paper widths and schedule, m ∈ {0, 1, 5, 10, 25, 100} %)", data, tuple(arms), 3,
                       (f"data.image_size={s.image_size}", f"model.width={s.width}", f"optim.lr={s.lr}", "data.val=[]"),

@@ -72,12 +72,27 @@ class _LSPSPhase(Phase):
         for group in optimizer.param_groups:
             group["betas"] = tuple(self.w["betas"])
         self.net = unwrap(model)
+        # ε of every reparameterisation: a generator of its own, checkpointed (a resume re-creates the
+        # data loaders, which draw from the global generator)
+        self.noise_generator = torch.Generator().manual_seed(int(cfg.seed) + 104_729)
+
+    def state_dict(self):
+        return {**super().state_dict(), "noise_generator": self.noise_generator.get_state()}
+
+    def load_state_dict(self, state, source):
+        super().load_state_dict(state, source)
+        if "noise_generator" in state:
+            self.noise_generator.set_state(state["noise_generator"])
+
+    def sample(self, mu: torch.Tensor, logvar: torch.Tensor | None = None) -> torch.Tensor:
+        """z = μ + σ·ε with ε from the phase's generator (unit σ without ``logvar``)."""
+        return L.reparameterise(mu, logvar, generator=self.noise_generator)
 
     def pose_latent(self, target: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """z_y ~ q_y(z_y | y) of the frozen pose VAE: target (B,21,3) → (B, 20)."""
         with torch.no_grad():
             mu, logvar = self.net.pose.encode(target.flatten(1))
-            return L.reparameterise(mu, logvar) if sample else mu
+            return self.sample(mu, logvar) if sample else mu
 
 
 class PoseVAEPhase(_LSPSPhase):
@@ -90,7 +105,7 @@ class PoseVAEPhase(_LSPSPhase):
     def loss(self, batch):
         y = self._to(batch["target"]).flatten(1)
         mu, logvar = self.net.pose.encode(y)
-        y_hat = self.net.pose.decode(L.reparameterise(mu, logvar))
+        y_hat = self.net.pose.decode(self.sample(mu, logvar))
         loss, scalars = L.pose_vae_loss(y, y_hat, mu, logvar, self.w["lambda0"], self.w["lambda1"])
         return loss, {"loss/vae_y": loss.item(), **{f"loss/{k}": v for k, v in scalars.items()}}
 
@@ -123,7 +138,7 @@ class DepthPhase(_LSPSPhase):
         real = batch["adapt"]
         x_r, y_r, labelled = self._to(real["depth_input"]), self._to(real["target"]), self._to(real["labelled"])
         mu_s, mu_r = net.encode(x_s, "s"), net.encode(x_r, "r")
-        z_s, z_r = L.reparameterise(mu_s), L.reparameterise(mu_r)
+        z_s, z_r = self.sample(mu_s), self.sample(mu_r)
         x_ss, x_rr = net.generate(z_s, "s"), net.generate(z_r, "r")  # reconstructions
         x_sr, x_rs = net.generate(z_s, "r"), net.generate(z_r, "s")  # translations
         vae = L.vae_loss(x_s, x_ss, mu_s, w["lambda2"], w["lambda3"]) + L.vae_loss(x_r, x_rr, mu_r, w["lambda2"],
@@ -132,8 +147,8 @@ class DepthPhase(_LSPSPhase):
         logit_rs, f_rs = net.discriminate(x_rs, "s")
         gan = L.gan_generator_loss(logit_sr, w["lambda4"]) + L.gan_generator_loss(logit_rs, w["lambda4"])  # Eq. 4
         mu_sr, mu_rs = net.encode(x_sr, "r"), net.encode(x_rs, "s")  # Eq. 5: back through the other encoder
-        cc = (L.vae_loss(x_s, net.generate(L.reparameterise(mu_sr), "s"), mu_sr, w["lambda2"], w["lambda3"])
-              + L.vae_loss(x_r, net.generate(L.reparameterise(mu_rs), "r"), mu_rs, w["lambda2"], w["lambda3"]))
+        cc = (L.vae_loss(x_s, net.generate(self.sample(mu_sr), "s"), mu_sr, w["lambda2"], w["lambda3"])
+              + L.vae_loss(x_r, net.generate(self.sample(mu_rs), "r"), mu_rs, w["lambda2"], w["lambda3"]))
         m_s = net.map(self.pose_latent(y))  # Eq. 6, MAP_s
         x_ms = net.generate(m_s, "s")
         logit_ms, _ = net.discriminate(x_ms, "s")

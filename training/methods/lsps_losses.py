@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 
 
-def reparameterise(mu: torch.Tensor, logvar: torch.Tensor | None = None,
-                   noise: torch.Tensor | None = None) -> torch.Tensor:
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """z = μ + σ·ε, ε ~ N(0, I); without ``logvar`` σ = 1 (the depth encoders' q = N(μ, I), §3.2).
 
     mu, logvar: (B, …) the same shape; noise: ε (drawn when None). Example: μ = 1, log σ² = log 4,
-    ε = 0.5 → z = 1 + 2·0.5 = 2.
+    ε = 0.5 → z = 1 + 2·0.5 = 2. ε is drawn from ``generator`` (a phase's own, checkpointed) when given.
     """
-    eps = torch.randn_like(mu) if noise is None else noise
+    if noise is None:
+        noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+    eps = noise
     return mu + (eps if logvar is None else torch.exp(0.5 * logvar) * eps)
 
 
