@@ -185,10 +185,15 @@ FAULT_ENV = "RENDER_SYNTH_TEST_FAULT"
 
 def _init_worker(job: GenerationJob, messages, lp_threads: int | None) -> None:
     global _PIPELINE, _PROGRESS, _MESSAGES
+    terminated: list[int] = []
     if messages is not None:  # a pool worker: Ctrl-C is the parent's to handle
         from common.cli import quiet_worker_signals
 
         quiet_worker_signals()
+        # A SIGTERM during start-up is only noted: raised inside a ctypes call (the EGL context), the
+        # SystemExit of the usual handler would surface as a ctypes error with an "Exception in
+        # initializer" trace. Start-up writes nothing, so the worker then just exits.
+        signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     try:
         if lp_threads is not None:  # a spawned worker: llvmpipe threads, set before its GL context exists
             os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
@@ -198,15 +203,21 @@ def _init_worker(job: GenerationJob, messages, lp_threads: int | None) -> None:
 
         _PIPELINE = SamplePipeline(job.config, job.seed, job.mano, job.chunk_size)
     except SystemExit as exc:
-        if messages is not None:  # stopped (SIGTERM) while starting: nothing to clean up or report, and
+        if messages is not None:  # stopped while starting: nothing to clean up or report, and
             os._exit(exc.code if isinstance(exc.code, int) else 1)  # no "Exception in initializer" trace
         raise
     except BaseException as exc:
+        if terminated:  # the failure is the stop's doing: exit as stopped, silently
+            os._exit(128 + terminated[0])
         if messages is not None:  # the parent only sees a broken pool: tell it why
             messages.put(("init-error", f"{type(exc).__name__}: {exc}"))
             messages.close()
             messages.join_thread()
         raise
+    if terminated:
+        os._exit(128 + terminated[0])
+    if messages is not None:
+        quiet_worker_signals()  # from now on SIGTERM unwinds (atomic writes remove their temporary files)
     _MESSAGES = messages
     _PROGRESS = messages.put if messages is not None else None
 
