@@ -23,9 +23,8 @@ with more networks and optimisers (a critic, VAE-GAN parts, a frozen teacher) ke
 (:meth:`Phase.state_dict`). A phase with ``uses_adapt`` also gets a batch of ``data.adapt``
 under ``batch["adapt"]`` each step, with only its ``adapt_keys`` (:mod:`training.adapt`).
 A phase that draws random numbers itself (interpolates of a gradient penalty, VAE noise) draws
-them from a ``torch.Generator`` of its own and returns its state from :meth:`Phase.state_dict`:
-a resumed run rebuilds its data loaders, which draw from the global generator, so global draws
-would differ after a resume (``training.methods.aw_hourglass`` does this).
+them from :meth:`Phase.own_generator`, which checkpoints hold: a resumed run rebuilds its data
+loaders, which draw from the global generator, so global draws would differ after a resume.
 """
 from __future__ import annotations
 
@@ -104,6 +103,14 @@ class Phase:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         #: networks of ``self.networks`` that are frozen (kept in eval mode by :meth:`train_mode`)
         self.frozen: set[str] = set()
+        #: the phase's own random generators (:meth:`own_generator`): checkpointed by name
+        self.generators: dict[str, torch.Generator] = {}
+
+    def own_generator(self, name: str, offset: int) -> torch.Generator:
+        """A CPU generator seeded ``seed + offset`` for the phase's own draws, held in checkpoints
+        (a resume re-creates the data loaders, which draw from the global generator)."""
+        self.generators[name] = torch.Generator().manual_seed(int(self.cfg.seed) + int(offset))
+        return self.generators[name]
 
     def train_mode(self) -> None:
         """Put every trained network in training mode, frozen ones in eval mode (once per epoch)."""
@@ -114,7 +121,8 @@ class Phase:
     def state_dict(self) -> dict[str, Any]:
         """What checkpoints hold beyond the evaluated network: ``self.networks`` and ``self.optimizers``."""
         return {"networks": {n: unwrap(m).state_dict() for n, m in self.networks.items() if n not in self.frozen},
-                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()}}
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "generators": {n: g.get_state() for n, g in self.generators.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any], source: str) -> None:
         """Inverse of :meth:`state_dict` (on resume); a checkpoint of another method is refused by name."""
@@ -129,6 +137,11 @@ class Phase:
             if name not in optimizers:
                 raise CheckpointError(f"{source}: the checkpoint holds no optimiser '{name}' of phase {self.cfg.phase}")
             optimizer.load_state_dict(optimizers[name])
+        for name, generator in self.generators.items():
+            if name not in state.get("generators", {}):
+                raise CheckpointError(f"{source}: the checkpoint holds no random generator '{name}' of phase "
+                                      f"{self.cfg.phase}")
+            generator.set_state(state["generators"][name])
 
     def current_lr(self) -> float:
         """Learning rate of the optimiser step about to be taken (follows the schedule)."""

@@ -182,17 +182,7 @@ class AWAdaptPhase(AWPretrainPhase):
             self.networks["critic"] = critic
             self.optimizers["critic"] = torch.optim.Adam(critic.parameters(), lr=cfg.aw_hourglass.critic_lr,
                                                          betas=(0.5, 0.9))
-        # t of the interpolates: a generator of its own, checkpointed, so that a resumed run draws the same t
-        # (the global RNG is also drawn by data loaders that a resume re-creates)
-        self.gp_generator = torch.Generator().manual_seed(int(cfg.seed) + 7_919)
-
-    def state_dict(self):
-        return {**super().state_dict(), "gp_generator": self.gp_generator.get_state()}
-
-    def load_state_dict(self, state, source):
-        super().load_state_dict(state, source)
-        if "gp_generator" in state:
-            self.gp_generator.set_state(state["gp_generator"])
+        self.gp_generator = self.own_generator("gradient_penalty", 7_919)  # t of the interpolates (checkpointed)
 
     def weighted_features(self, zs: torch.Tensor, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(α ⊙ zˢ, α ⊙ zᵗ, α): α of Eq. 5 for ``adaptive``, 1 for ``wasserstein`` (Eq. 6 vs Eq. 3)."""

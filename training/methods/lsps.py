@@ -72,17 +72,7 @@ class _LSPSPhase(Phase):
         for group in optimizer.param_groups:
             group["betas"] = tuple(self.w["betas"])
         self.net = unwrap(model)
-        # ε of every reparameterisation: a generator of its own, checkpointed (a resume re-creates the
-        # data loaders, which draw from the global generator)
-        self.noise_generator = torch.Generator().manual_seed(int(cfg.seed) + 104_729)
-
-    def state_dict(self):
-        return {**super().state_dict(), "noise_generator": self.noise_generator.get_state()}
-
-    def load_state_dict(self, state, source):
-        super().load_state_dict(state, source)
-        if "noise_generator" in state:
-            self.noise_generator.set_state(state["noise_generator"])
+        self.noise_generator = self.own_generator("noise", 104_729)  # ε of every reparameterisation (checkpointed)
 
     def sample(self, mu: torch.Tensor, logvar: torch.Tensor | None = None) -> torch.Tensor:
         """z = μ + σ·ε with ε from the phase's generator (unit σ without ``logvar``)."""
