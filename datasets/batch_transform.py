@@ -4,18 +4,16 @@ The per-sample chain (:func:`datasets.transforms.training_transform`) turns ever
 into five float32 images in the worker (≈ 2.4 MB at 256², most of a worker's time and of
 what it passes to the main process). Here the same chain is split in two:
 
-- in the worker, :class:`CompactSamples` reads the stored arrays (uint8 RGB ``(H, W, 3)``,
-  uint16 depth in mm, float32 joints and ``K``), *plans* the geometric transforms of the
-  dataset's :class:`~datasets.transforms.Compose` — one composed warp ``M`` (source →
-  output pixels), output ``K``, scene rotation ``R`` and colour factors, drawn from
-  ``(seed, epoch, index)`` exactly as the per-sample transforms draw them — and, with
-  ``warp_in_worker``, resamples the images once with OpenCV, staying uint8/uint16
-  (:func:`datasets.warp.warp_stored_image`);
+- in the worker, :class:`datasets.compact_samples.CompactSamples` reads the stored arrays
+  (uint8 RGB, uint16 depth in mm, float32 joints and ``K``), *plans* the geometric
+  transforms (one composed warp per sample) and, with ``warp_in_worker``, resamples the
+  images once with OpenCV, staying uint8/uint16, straight into the shared batch;
 - in the main process, :class:`BatchTransform` takes the collated batch on the training
   device and finishes the chain for all samples at once: the warp (``grid_sample``, when
   the worker did not warp), the depth correction under rotation, colour jitter,
   ``rgb_input``/``depth_input`` and the regression target, and the joints, ``K`` and
-  visibility of the plan.
+  visibility of the plan. On a CPU, a batch the workers warped is finished by one
+  compiled pass per image (:mod:`datasets.cpu_kernels`) instead of the torch operations.
 
 The result has the keys and meaning of the per-sample chain's collated batch (``rgb``,
 ``rgb_input``, ``depth_input``, ``target``, ``root``, ``scale``, ``joints3d``,
@@ -26,169 +24,20 @@ than ``grid_sample`` on floats); on a GPU the device warp takes that work off th
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
+from datasets.compact_samples import FREE
 from datasets.joints import SCALE_BONE, index as joint_index
-from datasets.transforms import (DEPTH_BACKGROUND, RGB_MEAN, RGB_STD, Compose, GeometricTransform, NormalizeInputs,
-                                 NormalizeTarget, _after)
-from datasets.warp import Warp, inside_image, warp_stored_image
+from datasets.transforms import DEPTH_BACKGROUND, RGB_MEAN, RGB_STD
 
 _ROOT = joint_index("wrist")
 _SCALE_FROM, _SCALE_TO = (joint_index(name) for name in SCALE_BONE)
 #: Luma weights of the colour jitter's grey (:func:`datasets.warp.jitter_colour`).
 _LUMA = (0.299, 0.587, 0.114)
-#: Keys of a compact sample that are stacked as they are (the images may need padding).
-_PLAN_KEYS = ("joints3d", "joints2d", "visible", "K", "plan_M", "plan_K", "plan_R", "plan_colour", "plan_size",
-              "index", "shard_sample")
 #: Keys the batch transform passes through unchanged: the index and where each sample is stored.
 _PASSED_KEYS = ("index", "shard", "shard_sample")
-
-
-def split_compose(compose: Compose) -> tuple[list[GeometricTransform], bool, float | None]:
-    """The geometric transforms of ``compose`` and what follows them: (transforms, target?, depth cube or None).
-
-    Supported: geometric transforms (none of which reads the images after an earlier one
-    warped them), then optionally :class:`NormalizeTarget` and :class:`NormalizeInputs`.
-    """
-    geometric, target, cube = [], False, None
-    for position, transform in enumerate(compose.transforms):
-        if isinstance(transform, GeometricTransform):
-            if target or cube is not None:
-                raise ValueError(f"batched loading needs the geometric transforms first; {compose} has "
-                                 f"{type(transform).__name__} after a normalisation")
-            if geometric and transform.needs_images:
-                raise ValueError(f"batched loading plans all warps from the stored images; {compose} has "
-                                 f"{type(transform).__name__} (reads the warped images) at position {position}")
-            geometric.append(transform)
-        elif isinstance(transform, NormalizeTarget):
-            target = True
-        elif isinstance(transform, NormalizeInputs):
-            cube = transform.cube_half_size
-        else:
-            raise ValueError(f"batched loading supports crop, augmentation and normalisations; "
-                             f"{compose} has {type(transform).__name__}")
-    return geometric, target, cube
-
-
-def plan_stored_sample(raw: dict, index: int, geometric: list[GeometricTransform]) -> Warp:
-    """The composed :class:`Warp` of ``geometric`` for one stored sample (same draws as the per-sample chain)."""
-    height, width = raw["rgb"].shape[:2]
-    view = {"K": np.asarray(raw["K"], np.float64), "size": (height, width),
-            "joints2d": np.asarray(raw["joints2d"], np.float64), "index": index}
-    if "mask" in raw and any(t.needs_images for t in geometric):  # a crop around the mask
-        view["mask"] = (np.asarray(raw["mask"]) > 0)[None]
-    plan = Warp(np.eye(3), (height, width), view["K"])
-    for transform in geometric:
-        warp = transform.plan(view)
-        plan = plan.then(warp)
-        view = _after(view, warp)
-    return plan
-
-
-def compact_sample(raw: dict, index: int, geometric: list[GeometricTransform], warp_images: bool) -> dict:
-    """Stored arrays + plan of one sample as small numpy arrays (images uint8/uint16, warped if ``warp_images``)."""
-    plan = plan_stored_sample(raw, index, geometric)
-    rgb, depth = raw["rgb"], raw.get("depth")
-    if warp_images:
-        rgb = warp_stored_image(rgb, plan.M, plan.size)
-        depth = None if depth is None else warp_stored_image(depth, plan.M, plan.size, nearest=True)
-    out = {"rgb8": _channels_first(rgb),
-           "joints3d": np.asarray(raw["joints3d"], np.float32), "joints2d": np.asarray(raw["joints2d"], np.float32),
-           "visible": np.asarray(raw["visible"], bool), "K": np.asarray(raw["K"], np.float32),
-           "plan_M": np.asarray(plan.M, np.float64), "plan_K": np.asarray(plan.K, np.float64),
-           "plan_R": np.eye(3) if plan.rotation is None else np.asarray(plan.rotation, np.float64),
-           "plan_colour": np.asarray(plan.colour, np.float64).reshape(-1, 3),
-           "plan_size": np.asarray(plan.size, np.int64), "index": np.int64(index)}
-    if depth is not None:
-        out["depth16"] = np.ascontiguousarray(depth, np.uint16)
-    return out
-
-
-def _batch_tensor(shape: tuple, dtype: np.dtype) -> tuple[torch.Tensor, np.ndarray]:
-    """An empty batch tensor and its numpy view; in a DataLoader worker it lives in shared memory
-    already (as ``default_collate`` does it), so passing it to the main process copies nothing more."""
-    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
-    if torch.utils.data.get_worker_info() is None:
-        tensor = torch.empty(shape, dtype=torch_dtype)
-    else:
-        tensor = torch.empty(0, dtype=torch_dtype)
-        storage = tensor.untyped_storage()._new_shared(int(np.prod(shape)) * tensor.element_size())
-        tensor = tensor.new(storage).view(shape)
-    return tensor, tensor.numpy()
-
-
-def _channels_first(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) → (3, H, W), the layout of the network input (cv2.split: a fast de-interleave)."""
-    import cv2
-
-    return np.stack(cv2.split(np.ascontiguousarray(rgb, np.uint8)))
-
-
-def collate_compact(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack compact samples; unwarped images of different sizes are zero-padded (= outside the image)."""
-    batch = {"shard": [s["shard"] for s in samples]} if "shard" in samples[0] else {}
-    for key in _PLAN_KEYS + ("rgb8", "depth16"):
-        if key not in samples[0]:
-            continue
-        arrays = [s[key] for s in samples]
-        shape = tuple(max(sizes) for sizes in zip(*(a.shape for a in arrays)))
-        batch[key], out = _batch_tensor((len(arrays),) + shape, arrays[0].dtype)
-        if all(a.shape == shape for a in arrays):
-            np.stack(arrays, out=out)
-            continue
-        out[...] = 0
-        for row, a in enumerate(arrays):
-            out[(row,) + tuple(slice(0, n) for n in a.shape)] = a
-    return batch
-
-
-class CompactSamples(Dataset):
-    """A :class:`~datasets.shards.ShardDataset` whose items are compact samples of its transform's plan.
-
-    ``shards.transform`` must be a :class:`Compose` of the form :func:`split_compose`
-    accepts; ``transform`` is that Compose (``set_epoch`` goes through it). Pair with
-    ``batch_transform`` (a :class:`BatchTransform` matching ``warp_in_worker``).
-    """
-
-    def __init__(self, shards, warp_in_worker: bool = True, keep_rgb: bool = True):
-        if not isinstance(getattr(shards, "transform", None), Compose):
-            raise ValueError(f"{shards}: batched loading needs a Compose transform, found {shards.transform!r}")
-        self.shards, self.warp_in_worker = shards, bool(warp_in_worker)
-        self.geometric, target, cube = split_compose(shards.transform)
-        self.batch_transform = BatchTransform(target=target, cube_half_size=cube, warped=self.warp_in_worker,
-                                              keep_rgb=keep_rgb)
-        self._threads_set_in: int | None = None
-
-    @property
-    def transform(self) -> Compose:
-        return self.shards.transform
-
-    def __len__(self) -> int:
-        return len(self.shards)
-
-    def __getitem__(self, index: int) -> dict:
-        if self._threads_set_in != os.getpid() and torch.utils.data.get_worker_info() is not None:
-            import cv2
-
-            cv2.setNumThreads(1)  # one core per worker, like torch in DataLoader workers
-            self._threads_set_in = os.getpid()
-        raw = self.shards.read_raw(index)
-        sample = compact_sample(raw, int(index) % len(self), self.geometric, self.warp_in_worker)
-        shard, local = self.shards.locate(index)  # provenance, as ShardDataset items carry it
-        sample["shard"], sample["shard_sample"] = str(self.shards.shards[shard][0]), np.int64(local)
-        return sample
-
-    def preview(self, index: int = 0) -> dict[str, torch.Tensor]:
-        """Sample ``index`` as the batch transform delivers it (a batch of one): what the phases see."""
-        return self.batch_transform(collate_compact([self[index]]))
-
-    def __repr__(self) -> str:
-        return f"CompactSamples({self.shards!r}, warp_in_worker={self.warp_in_worker})"
 
 
 class BatchTransform:
@@ -219,11 +68,57 @@ class BatchTransform:
         M = batch["plan_M"].to(torch.float64)
         M_inverse = torch.linalg.inv(M)
         out = self._geometry(batch, M, height, width)
+        if self._one_pass_on_cpu(batch):
+            out["rgb_input"] = self._rgb_one_pass(batch)
+            if "depth16" in batch:
+                out["depth_input"] = self._depth_one_pass(batch, M_inverse, out["joints3d"])
+            return out
         grid = None if self.warped else _sampling_grid(M_inverse, height, width, *batch["rgb8"].shape[2:4])
         out.update(self._rgb(batch, grid))
         if self.cube_half_size is not None and "depth16" in batch:
             out["depth_input"] = self._depth(batch, grid, M_inverse, out["joints3d"], height, width)
         return out
+
+    def _one_pass_on_cpu(self, batch) -> bool:
+        """Training batches the workers warped, on a CPU, with at most one colour set: :mod:`datasets.cpu_kernels`."""
+        return (self.warped and not self.keep_rgb and self.cube_half_size is not None
+                and batch["rgb8"].device.type == "cpu" and batch["plan_colour"].shape[1] <= 1)
+
+    def _rgb_one_pass(self, batch) -> torch.Tensor:
+        """``rgb_input`` of :meth:`_rgb` (one colour set or none, normalisation folded) by :func:`finish_rgb`."""
+        from datasets.cpu_kernels import channel_sums, finish_rgb
+
+        rgb8 = batch["rgb8"].contiguous().numpy()
+        count = rgb8.shape[0]
+        mean, std, luma = (np.asarray(v, np.float64) for v in (RGB_MEAN, RGB_STD, _LUMA))
+        alpha, beta, offset = np.full((count, 3), 1.0 / 255.0), np.zeros((count, 3)), np.zeros((count, 3))
+        colour = batch["plan_colour"].numpy().astype(np.float64)
+        if colour.shape[1] == 1:  # α = c·b·s, β = c·b·(1 − s), d = (1 − c)·b·mean(g), mean(g) = w·mean(x)
+            b, c, s = (colour[:, 0, i, None] for i in range(3))
+            grey_mean = (channel_sums(rgb8).astype(np.float64) @ luma)[:, None] / (255.0 * rgb8[0, 0].size)
+            alpha = np.repeat(c * b * s / 255.0, 3, axis=1)
+            beta = np.repeat(c * b * (1 - s) / 255.0, 3, axis=1)
+            offset = np.repeat((1 - c) * b * grey_mean, 3, axis=1)
+        out = np.empty(rgb8.shape, np.float32)
+        finish_rgb(rgb8, (alpha / std).astype(np.float32), (beta / std).astype(np.float32),
+                   ((offset - mean) / std).astype(np.float32), (-mean / std).astype(np.float32),
+                   ((1.0 - mean) / std).astype(np.float32), luma.astype(np.float32), out)
+        return torch.from_numpy(out)
+
+    def _depth_one_pass(self, batch, M_inverse, joints3d) -> torch.Tensor:
+        """``depth_input`` of :meth:`_depth` by :func:`finish_depth`: the depth factor ``f = row·[p_s, 1]``
+        as ``(row·M⁻¹)·p / (M⁻¹)_z·p`` per output pixel ``p``, with ``k = 1/(1000·cube)`` folded into the numerator."""
+        from datasets.cpu_kernels import finish_depth
+
+        depth16 = batch["depth16"].contiguous().numpy()
+        k = 1.0 / (1000.0 * self.cube_half_size)
+        row = (batch["plan_R"].to(torch.float64) @ torch.linalg.inv(batch["K"].to(torch.float64)))[:, 2]
+        numerator = ((row[:, None, :] @ M_inverse)[:, 0] * k).numpy().astype(np.float32)
+        denominator = M_inverse[:, 2].numpy().astype(np.float32)
+        root = (joints3d[:, _ROOT, 2].to(torch.float32) / self.cube_half_size).numpy()
+        out = np.empty((depth16.shape[0], 1) + depth16.shape[1:], np.float32)
+        finish_depth(depth16, numerator, denominator, root, np.float32(DEPTH_BACKGROUND), out)
+        return torch.from_numpy(out)
 
     def _geometry(self, batch, M, height, width) -> dict[str, torch.Tensor]:
         uv = batch["joints2d"].to(torch.float64)
@@ -234,7 +129,9 @@ class BatchTransform:
                   & (uv[..., 1] <= height - 0.5))
         out = {"joints3d": joints, "joints2d": uv.float(), "visible": batch["visible"].bool() & inside,
                "K": batch["plan_K"].float()}
-        out.update({k: batch[k] for k in _PASSED_KEYS if k in batch})
+        # copies: the compact batch may be a recycled buffer of its worker (datasets.compact_samples)
+        out.update({k: batch[k].clone() if isinstance(batch[k], torch.Tensor) else batch[k]
+                    for k in _PASSED_KEYS if k in batch})
         if self.target:
             joints64 = joints.to(torch.float64)
             root = joints64[:, _ROOT]
@@ -392,8 +289,12 @@ class DeviceBatches:
 
     def __iter__(self):
         for batch in self.loader:
-            yield self.transform(to_device(batch, self.device))
+            flag = batch.pop("_release", None)  # a recycled shared buffer: back to its worker once consumed
+            finished = self.transform(to_device(batch, self.device))
+            if flag is not None:
+                flag.fill_(FREE)
+            del batch
+            yield finished
 
 
-__all__ = ["BatchTransform", "CompactSamples", "DeviceBatches", "collate_compact", "compact_sample",
-           "plan_stored_sample", "split_compose", "to_device"]
+__all__ = ["BatchTransform", "DeviceBatches", "to_device"]

@@ -24,6 +24,13 @@ from datasets.splits import check_shard_directory
 
 #: Arrays of the sample dict read by default (those a shard lacks are skipped).
 SAMPLE_KEYS = ("rgb", "depth", "mask", "joints3d", "joints2d", "visible", "K")
+#: Arrays of at most this many bytes per sample are read whole when a shard is opened (one h5py
+#: call per array and shard instead of one per sample: at 256² that read cost as much as an image's).
+_SMALL_BYTES = 4096
+
+
+def _per_sample_bytes(dataset: h5py.Dataset) -> int:
+    return int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
 
 
 def _shard_split(path: Path) -> str | None:
@@ -121,15 +128,27 @@ class ShardDataset(Dataset):
             if missing:
                 f.close()
                 raise ShardError(f"{path}: lacks arrays {missing} that the first shard of {self.root} has")
-            self._open[shard] = (f, {k: f[k] for k in names})
+            try:  # small per-sample arrays (joints, K, flags) are read once per shard, the images per sample
+                arrays = {k: f[k][()] if _per_sample_bytes(f[k]) <= _SMALL_BYTES else f[k] for k in names}
+            except Exception as exc:
+                f.close()
+                raise ShardError(f"{path}: cannot read its per-sample arrays "
+                                 f"(damaged shard? {type(exc).__name__}: {exc})") from exc
+            self._open[shard] = (f, arrays)
         return self._open[shard][1]
 
-    def read_raw(self, index: int) -> dict[str, np.ndarray]:
-        """The stored arrays of one sample, as numpy, without conversion or transform."""
+    def stored_shape(self, index: int, key: str) -> tuple[int, ...]:
+        """Shape of array ``key`` of one sample as stored (e.g. ``(H, W, 3)`` for ``rgb``), without reading it."""
+        shard, _ = self.locate(index)
+        return tuple(self._arrays(shard)[key].shape[1:])
+
+    def read_raw(self, index: int, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The stored arrays of one sample (``keys``, default all read ones), as numpy, without conversion."""
         shard, local = self.locate(index)
         arrays = self._arrays(shard)
         try:
-            return {key: dataset[local] for key, dataset in arrays.items()}
+            return {key: np.array(dataset[local]) if isinstance(dataset, np.ndarray) else dataset[local]
+                    for key, dataset in arrays.items() if keys is None or key in keys}
         except Exception as exc:  # h5py raises assorted errors on damaged chunks
             raise ShardError(f"{self.shards[shard][0]}: cannot read sample {local} "
                              f"(damaged shard? {type(exc).__name__}: {exc})") from exc

@@ -26,13 +26,17 @@ def as_numpy(value) -> np.ndarray:
 
 
 def inverse3(M: np.ndarray) -> np.ndarray:
-    """Inverse of a 3×3 matrix by the adjugate (no LAPACK call: BLAS thread start-up dominates at this size)."""
-    M = np.asarray(M, dtype=np.float64)
-    adjugate = np.cross(M[[1, 2, 0]], M[[2, 0, 1]]).T  # column j = row (j+1) × row (j+2)
-    determinant = M[0] @ adjugate[:, 0]
+    """Inverse of a 3×3 matrix by the adjugate, in scalar arithmetic (no LAPACK call, whose thread
+    start-up dominates at this size, and no small-array numpy calls: this runs twice per loaded sample)."""
+    (a, b, c), (d, e, f), (g, h, i) = np.asarray(M, dtype=np.float64).tolist()
+    cofactor_a, cofactor_b, cofactor_c = e * i - f * h, f * g - d * i, d * h - e * g
+    determinant = a * cofactor_a + b * cofactor_b + c * cofactor_c
     if not abs(determinant) > 1e-300:
-        raise ValueError(f"singular 3×3 matrix {M.tolist()}")
-    return adjugate / determinant
+        raise ValueError(f"singular 3×3 matrix {np.asarray(M).tolist()}")
+    adjugate = [[cofactor_a, c * h - b * i, b * f - c * e],
+                [cofactor_b, a * i - c * g, c * d - a * f],
+                [cofactor_c, b * g - a * h, a * e - b * d]]
+    return np.array(adjugate) / determinant
 
 
 def rotation_about_axis(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -162,3 +166,27 @@ def warp_stored_image(image: np.ndarray, M: np.ndarray, size: tuple, nearest: bo
     if M[2, 0] == 0.0 and M[2, 1] == 0.0 and M[2, 2] == 1.0:
         return cv2.warpAffine(image, M[:2], (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return cv2.warpPerspective(image, M, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def warp_stored_pair(rgb: np.ndarray, depth: np.ndarray | None, M: np.ndarray, rgb_out: np.ndarray,
+                     depth_out: np.ndarray | None, maps: tuple[np.ndarray, np.ndarray]) -> None:
+    """:func:`warp_stored_image` of a uint8 RGB image (bilinear) and its uint16 depth (nearest) by one ``M``.
+
+    The source position ``M⁻¹·p`` of every output pixel is computed once
+    (:func:`datasets.cpu_kernels.source_map`, into the float32 ``maps`` of the output's
+    shape) and both images are resampled from it with ``cv2.remap``, into ``rgb_out``
+    (h, w, 3) and ``depth_out`` (h, w). Same sampling as ``warpPerspective`` (1/32-pixel
+    bilinear weights; outside is 0), one coordinate computation instead of two.
+    """
+    import cv2
+
+    from datasets.cpu_kernels import source_map
+
+    map_x, map_y = maps
+    source_map(inverse3(M), map_x, map_y)
+    pairs = [(rgb, rgb_out, cv2.INTER_LINEAR)] + ([] if depth is None else [(depth, depth_out, cv2.INTER_NEAREST)])
+    for image, out, interpolation in pairs:
+        written = cv2.remap(image, map_x, map_y, interpolation, dst=out, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if written.ctypes.data != out.ctypes.data:  # OpenCV reallocates a dst it cannot use, silently
+            raise ValueError(f"warp output must be a C-contiguous {image.dtype} array of shape "
+                             f"{map_x.shape + image.shape[2:]}, found {out.dtype} {out.shape}")

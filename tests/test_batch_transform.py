@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.batch_transform import (BatchTransform, CompactSamples, DeviceBatches, collate_compact, compact_sample,
-                                      split_compose)
+from datasets.batch_transform import BatchTransform, DeviceBatches
+from datasets.compact_samples import CompactSamples, collate_compact, compact_sample, split_compose
 from datasets.geometry import project
 from datasets.shards import ShardDataset, to_sample
 from datasets.transforms import Compose, HandCrop, NormalizeInputs, RGB_STD, evaluation_transform, training_transform
@@ -110,3 +110,90 @@ def test_loader_batches_do_not_depend_on_workers_and_follow_the_epoch(tmp_path):
     assert not torch.equal(batches(0)[0]["joints2d"], serial[0]["joints2d"])
     preview = dataset.preview(0)
     assert set(preview) >= {"rgb_input", "depth_input", "target"} and preview["rgb_input"].shape == (1, 3, 24, 24)
+
+
+def _reference_path(transform: BatchTransform, batch: dict, monkeypatch) -> dict:
+    """The torch operations of the batch transform, with the CPU one-pass kernels switched off."""
+    with monkeypatch.context() as patch:
+        patch.setattr(BatchTransform, "_one_pass_on_cpu", lambda self, batch: False)
+        return transform(batch)
+
+
+@pytest.mark.parametrize("color_jitter", [0.0, 0.3], ids=["no-jitter", "jitter"])
+@pytest.mark.parametrize("rotation_deg", [0.0, 40.0], ids=["upright", "rotated"])
+def test_one_pass_cpu_kernels_equal_the_torch_operations(color_jitter, rotation_deg, monkeypatch):
+    raws = raw_samples(5, 48, seed=11)
+    transform = training_transform(size=40, seed=3, color_jitter=color_jitter, rotation_deg=rotation_deg)
+    geometric, target, cube = split_compose(transform)
+    batch = collate_compact([compact_sample(raw, i, geometric, True) for i, raw in enumerate(raws)])
+    finishing = BatchTransform(target, cube, warped=True, keep_rgb=False)
+    assert finishing._one_pass_on_cpu(batch)
+    got, expected = finishing(batch), _reference_path(finishing, batch, monkeypatch)
+    assert set(got) == set(expected)
+    torch.testing.assert_close(got["rgb_input"], expected["rgb_input"], atol=2e-5, rtol=0)
+    torch.testing.assert_close(got["depth_input"], expected["depth_input"], atol=2e-5, rtol=0)
+    assert float((got["depth_input"] != -1).float().mean()) > 0.05  # the hand is in the crop, not only background
+    for key in ("joints3d", "joints2d", "K", "target", "visible", "index"):
+        assert torch.equal(got[key], expected[key]), key
+
+
+def test_paired_remap_samples_as_warp_perspective():
+    from datasets.warp import warp_stored_image, warp_stored_pair
+
+    raw = raw_samples(1, 64, seed=4)[0]
+    M = np.array([[1.2, 0.25, -9.0], [-0.2, 1.15, 4.0], [4e-4, -2e-4, 1.0]])
+    rgb, depth = np.empty((50, 50, 3), np.uint8), np.empty((50, 50), np.uint16)
+    warp_stored_pair(raw["rgb"], raw["depth"], M, rgb, depth,
+                     (np.empty((50, 50), np.float32), np.empty((50, 50), np.float32)))
+    rgb_reference = warp_stored_image(raw["rgb"], M, (50, 50)).astype(int)
+    assert np.abs(rgb.astype(int) - rgb_reference).max() <= 1 and (rgb == rgb_reference).mean() > 0.99
+    assert (depth == warp_stored_image(raw["depth"], M, (50, 50), nearest=True)).mean() > 0.99
+    with pytest.raises(ValueError, match="C-contiguous uint8 array of shape"):
+        warp_stored_pair(raw["rgb"], None, M, np.empty((50, 50, 4), np.uint8), None,
+                         (np.empty((50, 50), np.float32), np.empty((50, 50), np.float32)))
+
+
+def test_a_fetched_batch_equals_the_collated_items(tmp_path):
+    write_synthetic_shards(tmp_path / "shards", shard_sizes=[5, 4], size=40)
+    dataset = CompactSamples(ShardDataset(tmp_path / "shards", transform=training_transform(size=32, seed=2)),
+                             keep_rgb=False)
+    indices = [7, 0, 4, 5, 2]
+    fetched, items = dataset.__getitems__(indices), collate_compact([dataset[i] for i in indices])
+    assert fetched["shard"] == items["shard"] and "mask" not in dataset.read_keys
+    assert set(fetched) == set(items)
+    for key in set(items) - {"shard"}:
+        assert torch.equal(fetched[key], items[key]), key
+
+
+def test_recycled_worker_buffers_are_reused_only_when_released():
+    from datasets.compact_samples import FREE, SharedBatchBuffers, layout_batch
+
+    buffers = SharedBatchBuffers(limit=2)
+    arrays = {"rgb8": ((2, 3, 4, 4), np.dtype(np.uint8)), "index": ((2,), np.dtype(np.int64))}
+    first = layout_batch(arrays, buffers)
+    first["index"][:] = torch.tensor([3, 4])
+    second = layout_batch(arrays, buffers)  # the first is still in use: another buffer
+    assert first["rgb8"].untyped_storage().data_ptr() != second["rgb8"].untyped_storage().data_ptr()
+    assert first["index"].tolist() == [3, 4] and first["index"].data_ptr() % 8 == 0
+    first["_release"].fill_(FREE)
+    third = layout_batch(arrays, buffers)
+    assert third["rgb8"].untyped_storage().data_ptr() == first["rgb8"].untyped_storage().data_ptr()
+    unpooled = [layout_batch(arrays, buffers) for _ in range(2)]  # beyond the limit: fresh, never kept
+    assert len(buffers._buffers) == 2 and all(int(b["_release"][0]) == 1 for b in unpooled)
+
+
+def test_worker_batches_stay_intact_when_the_caller_keeps_them(tmp_path):
+    """Iterating the DataLoader itself never releases a buffer, so no kept batch may be overwritten."""
+    write_synthetic_shards(tmp_path / "shards", shard_sizes=[8, 8], size=32)
+    dataset = CompactSamples(ShardDataset(tmp_path / "shards", transform=training_transform(size=24, seed=1)),
+                             keep_rgb=False)
+    kept = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_compact))
+    for number, batch in enumerate(kept):
+        expected = collate_compact([dataset[i] for i in range(2 * number, 2 * number + 2)])
+        assert torch.equal(batch["rgb8"], expected["rgb8"]) and torch.equal(batch["index"], expected["index"])
+    finished = list(DeviceBatches(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_compact),
+                                  dataset.batch_transform))  # released and reused, while the outputs are kept
+    for number, batch in enumerate(finished):
+        assert torch.equal(batch["index"], torch.arange(2 * number, 2 * number + 2))
+        reference = dataset.batch_transform(collate_compact([dataset[i] for i in batch["index"].tolist()]))
+        assert torch.equal(batch["rgb_input"], reference["rgb_input"])

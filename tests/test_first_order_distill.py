@@ -25,9 +25,16 @@ def runs(tmp_path_factory):
 
 
 def test_first_order_takes_the_theta_step_of_the_exact_algorithm(runs):
+    """Equal up to float noise: the two sum ∇G in different orders, and Adam turns the noise of an
+    element's near-zero gradient into a difference of up to the learning rate there, so compare each
+    tensor as a whole (a different θ-step, e.g. one missing ∇L_DIST, differs by ~lr in every element)."""
     exact, first_order = (weights(runs[a].checkpoint) for a in ("exact", "first_order"))
     for name, value in exact.items():
-        torch.testing.assert_close(first_order[name], value, rtol=1e-5, atol=1e-7, msg=name)
+        if not value.is_floating_point():  # batch-norm step counters
+            assert torch.equal(first_order[name], value), name
+            continue
+        difference = (first_order[name] - value).norm() / value.norm().clamp_min(1e-12)
+        assert difference < 1e-5, (name, float(difference))
 
 
 def test_first_order_prior_agrees_with_the_exact_one_after_one_step(runs):

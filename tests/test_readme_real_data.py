@@ -89,10 +89,10 @@ def _record_training_reads(monkeypatch) -> list[tuple[Path, int]]:
         original_init(self, *args, **kwargs)
         self.read_by_training = building["now"]
 
-    def read_raw(self, index):
+    def read_raw(self, index, keys=None):
         if getattr(self, "read_by_training", False):
             reads.append((self.root.resolve(), int(index) % len(self)))
-        return original_read(self, index)
+        return original_read(self, index, keys)
 
     def loader(*args, **kwargs):
         building["now"] = True

@@ -137,3 +137,15 @@ def test_a_parent_of_split_directories_is_named_with_its_splits(tmp_path):
     with pytest.raises(DatasetError, match=r"rhd_256: holds one directory per split \(evaluation, training\)"):
         build_dataset("shards", tmp_path / "rhd_256")
     assert len(build_dataset("shards", tmp_path / "rhd_256" / "training")) == 2
+
+
+def test_raw_reads_of_some_keys_return_private_copies_of_the_cached_small_arrays(shard_dir):
+    dataset = ShardDataset(shard_dir)
+    first = dataset.read_raw(1, ("rgb", "joints3d", "K"))
+    assert set(first) == {"rgb", "joints3d", "K"} and dataset.stored_shape(1, "rgb") == first["rgb"].shape
+    expected = first["joints3d"].copy()
+    first["joints3d"][:] = 0  # a caller's in-place change must not reach the next read
+    again = dataset.read_raw(1)
+    assert np.array_equal(again["joints3d"], expected) and set(again) >= {"rgb", "depth", "mask", "visible"}
+    with h5py.File(dataset.shards[0][0], "r") as f:
+        assert np.array_equal(again["K"], f["K"][1]) and np.array_equal(again["rgb"], f["rgb"][1])

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from datasets import build_dataset
-from datasets.batch_transform import BatchTransform, CompactSamples, DeviceBatches, collate_compact
+from datasets.batch_transform import BatchTransform, DeviceBatches
+from datasets.compact_samples import CompactSamples, collate_compact
 from datasets.splits import check_shard_directory, check_training_directory
 from datasets.transforms import evaluation_transform, training_transform
 
