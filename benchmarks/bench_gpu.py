@@ -105,7 +105,7 @@ def _bare_render_process(size: int, frames: int, results) -> None:
         from render.renderer import HandRenderer
         from render.sampling import Lighting
 
-        vertices, faces, K, _ = typical_mesh(size)
+        vertices, faces, K, _, _ = typical_mesh(size)
         renderer = HandRenderer(size, size, faces, len(vertices))
         lighting = Lighting(np.array([0.3, 0.4, 0.87]), np.ones(3), 3.0, 0.3)
         colours = np.full(vertices.shape, 0.75, np.float32)

@@ -1,8 +1,10 @@
 """The bare render loops that ``bench_render.py`` measures the pipeline against, and their helpers.
 
-- :func:`typical_mesh` — one hand mesh of a typical sample (median hand coverage);
+- :func:`typical_mesh` — one hand mesh of a typical sample (median hand coverage), and the renderer
+  calls of the pipeline's first 32 samples;
 - :data:`KINDS` / :func:`bare_loop` — ``--workers`` processes rendering that mesh again and again with
-  the stock pyrender renderer (PBR, 4× MSAA) or the toolkit's :class:`render.renderer.HandRenderer`,
+  the stock pyrender renderer (PBR, 4× MSAA) or the toolkit's :class:`render.renderer.HandRenderer`, or
+  (``hands``) the toolkit renderer repeating the pipeline's own 32 renderer calls in turn,
   frames per second over a fixed time;
 - :func:`frame_cpu_costs` — CPU time per frame of each kind in a child process;
 - :func:`in_child` — run a measurement in a fresh process (one GL context per process).
@@ -16,21 +18,30 @@ import time
 
 import numpy as np
 
+from render.gl import llvmpipe_threads
 from render.sampling import SynthConfig
 
 
 def typical_mesh(size: int):
-    """Vertices, faces, colours and K of the median-coverage sample among the first 32."""
+    """Vertices, faces, K and coverage of the median-coverage sample among the first 32, and the
+    renderer calls (vertices, colours, K, lighting) the pipeline makes for those 32 samples."""
     from render.pipeline import SamplePipeline
 
     pipeline = SamplePipeline(SynthConfig(image_size=size), seed=0)
+    calls, render = [], pipeline.renderer.render
+
+    def recording(vertices, colours, K, lighting):
+        calls.append((vertices.copy(), colours.copy(), K.copy(), lighting))
+        return render(vertices, colours, K, lighting)
+
+    pipeline.renderer.render = recording
     arrays = pipeline.render(0, 32)
     coverage = arrays["mask"].reshape(32, -1).mean(1)
     i = int(np.argsort(coverage)[16])
     posed = pipeline.hand_model(arrays["pose_pca"][i:i + 1], arrays["betas"][i:i + 1], arrays["global_orient"][i:i + 1])
     vertices = posed.vertices[0] + (arrays["joints3d"][i, 0] - posed.joints[0, 0])
     pipeline.close()
-    return vertices, pipeline.hand_model.faces, pipeline.K, float(coverage[i])
+    return vertices, pipeline.hand_model.faces, pipeline.K, float(coverage[i]), calls
 
 
 def typical_mesh_process(size: int, results) -> None:
@@ -38,6 +49,7 @@ def typical_mesh_process(size: int, results) -> None:
 
 
 KINDS = {
+    "hands": "toolkit `HandRenderer`, the pipeline's own first 32 hands, colours and lights in turn",
     "stock": "stock pyrender (PBR shader, 4× MSAA)",
     "pbr": "toolkit `HandRenderer`, pyrender's PBR shader (single-sample)",
     "toolkit": "toolkit `HandRenderer` (Lambert shader, single-sample, vertex-buffer update)",
@@ -47,7 +59,7 @@ KINDS = {
 
 def _make_frame(kind, mesh, size):
     """A callable rendering one frame of ``mesh`` with renderer variant ``kind`` (see :data:`KINDS`)."""
-    vertices, faces, K, _ = mesh
+    vertices, faces, K, _, calls = mesh
     from render.sampling import Lighting
 
     lighting = Lighting(np.array([0.3, 0.4, 0.87]), np.ones(3), 3.0, 0.3)
@@ -66,6 +78,9 @@ def _make_frame(kind, mesh, size):
         return lambda: renderer.render(scene)
     from render.renderer import HandRenderer, pyrender
     renderer = HandRenderer(size, size, faces, len(vertices), shading="pbr" if kind == "pbr" else "lambert")
+    if kind == "hands":
+        turn = iter(range(1 << 62))
+        return lambda: renderer.render(*calls[next(turn) % len(calls)])
     if kind in ("toolkit", "pbr"):
         return lambda: renderer.render(vertices, colours, K, lighting)
     renderer.render(vertices, colours, K, lighting)
@@ -158,7 +173,7 @@ def bare_loop(kind: str, mesh, size: int, workers: int, seconds: float) -> float
     """Frames per second of ``workers`` processes rendering ``mesh`` at once (summed)."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(workers), context.Queue()
-    lp_threads = max(1, (os.cpu_count() or 1) // workers)
+    lp_threads = llvmpipe_threads(workers)  # as the pipeline's workers
     processes = [context.Process(target=_bare_process, args=(kind, mesh, size, seconds, lp_threads, barrier, results))
                  for _ in range(workers)]
     for p in processes:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import h5py
+import hdf5plugin  # registers the Blosc filter of DEFAULT_COMPRESSION for every reader and writer of shards
 import numpy as np
 
 from datasets.atomic import atomic_write, write_text_atomic
@@ -61,7 +62,9 @@ ARRAYS: dict[str, ArraySpec] = {
 #: Image arrays are chunked one sample per chunk and compressed; see docs/shard_storage.md
 #: for the measurement behind this choice.
 IMAGE_ARRAYS = ("rgb", "depth", "mask")
-DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "lzf"}
+#: Blosc (lz4, level 9, byte shuffle) from hdf5plugin: half lzf's CPU to write and to read for 2 % more
+#: bytes (docs/shard_storage.md). Shards written with lzf (the previous default) stay readable.
+DEFAULT_COMPRESSION: dict[str, Any] = dict(hdf5plugin.Blosc(cname="lz4", clevel=9, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
 class ShardError(DatasetError):

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse
 
 from render.gl import import_pyrender, offscreen_renderer
+from render.kernels import linear_depth, vertex_normals as kernel_vertex_normals
 from render.sampling import Lighting
 
 pyrender = import_pyrender()
@@ -88,12 +89,9 @@ class _SingleSampleRenderer(pyrender.Renderer):
         GL.glReadPixels(0, 0, width, height, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT, window_z)
         GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, colour)
         camera = scene.main_camera_node.camera
-        near, far = camera.znear, camera.zfar
-        window_z = window_z[::-1]  # OpenGL rows start at the bottom
-        ndc = 2.0 * window_z - 1.0
-        depth = (2.0 * near * far) / (far + near - ndc * (far - near))
-        depth[window_z >= 1.0] = 0.0
-        return colour[::-1].copy(), depth.astype(np.float32)
+        depth = np.empty((height, width), np.float32)
+        linear_depth(window_z, float(camera.znear), float(camera.zfar), depth)  # also flips: GL rows start at the bottom
+        return colour[::-1].copy(), depth
 
 
 @dataclass
@@ -126,7 +124,6 @@ class HandRenderer:
         self.width, self.height = int(width), int(height)
         self.faces = np.asarray(faces, dtype=np.int64)
         self.num_vertices = int(num_vertices)
-        self._incidence = vertex_normals_operator(self.faces, self.num_vertices)
         self._offscreen = offscreen_renderer(self.width, self.height)
         self._offscreen._renderer.delete()
         self._offscreen._renderer = _SingleSampleRenderer(self.width, self.height)
@@ -150,10 +147,11 @@ class HandRenderer:
         self.scene.add(pyrender.Mesh([self._primitive]))
 
     def vertex_normals(self, vertices: np.ndarray) -> np.ndarray:
-        """Area-weighted unit vertex normals (V,3) of the mesh posed at ``vertices`` (V,3)."""
-        v0, v1, v2 = (vertices[self.faces[:, k]] for k in range(3))
-        normals = self._incidence @ np.cross(v1 - v0, v2 - v0)
-        return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        """Area-weighted unit vertex normals (V,3) float32 of the mesh posed at ``vertices`` (V,3)
+        (:func:`render.kernels.vertex_normals`; :func:`vertex_normals_operator` is the reference)."""
+        normals = np.empty((self.num_vertices, 3), np.float32)
+        kernel_vertex_normals(np.ascontiguousarray(vertices, np.float32), self.faces, normals)
+        return normals
 
     def _upload(self, vertices: np.ndarray, colours: np.ndarray) -> None:
         data = self._vertex_data

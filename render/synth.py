@@ -41,6 +41,7 @@ from typing import Callable
 from common.progress import Progress
 from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_invocation,
                                    record_shards, shard_name, write_shard)
+from render.gl import llvmpipe_threads
 from render.sampling import SynthConfig
 
 #: Bytes per pixel of a stored sample (rgb + depth + mask, lzf): measured ~2.1-2.3 on procedural
@@ -282,7 +283,7 @@ def generate(job: GenerationJob, progress_bar: bool = True, log: Callable[[str],
         log(f"{job.out}: all {len(job.shards or plan_shards(job.num, job.shard_size))} selected shards are complete")
         return read_manifest(job.out)
     workers = max(1, min(job.workers, len(todo)))
-    lp_threads = max(1, (os.cpu_count() or 1) // workers)
+    lp_threads = llvmpipe_threads(workers)
     record_invocation(job.out, job.command, workers=workers, shards_to_render=len(todo))
 
     with Progress(remaining, f"render {job.out.name}", unit="sample", enabled=progress_bar) as bar:

@@ -187,3 +187,32 @@ def test_skin_colours_come_from_the_palette_or_a_user_texture():
     along = template[:, 0]
     # The texture's horizontal axis follows the template's longest axis: one end red, the other blue.
     assert {tuple(colours[np.argmin(along)]), tuple(colours[np.argmax(along)])} == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}
+
+
+def test_compiled_normals_and_depth_equal_the_numpy_formulas():
+    """render.kernels replaces two numpy chains of the renderer with the same float32 arithmetic: equal bits."""
+    from render.kernels import linear_depth, vertex_normals
+    from render.renderer import vertex_normals_operator
+
+    rng = np.random.default_rng(3)
+    vertices = rng.normal(size=(40, 3)).astype(np.float32)
+    faces = np.array([rng.choice(40, 3, replace=False) for _ in range(70)], dtype=np.int64)
+    vertices[39] = 0.0  # an isolated vertex keeps a zero normal (its length is floored at 1e-12)
+    faces = faces[(faces != 39).all(axis=1)]
+    v0, v1, v2 = (vertices[faces[:, k]] for k in range(3))
+    reference = vertex_normals_operator(faces, 40) @ np.cross(v1 - v0, v2 - v0)
+    reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
+    normals = np.empty((40, 3), np.float32)
+    vertex_normals(vertices, faces, normals)
+    assert reference.dtype == np.float32 and np.array_equal(normals, reference)
+    assert np.allclose(np.linalg.norm(normals[:39], axis=1), 1.0, atol=1e-6) and not normals[39].any()
+
+    window_z = rng.uniform(0.0, 1.0, (6, 5)).astype(np.float32)
+    window_z[window_z > 0.8] = 1.0  # nothing drawn there
+    near, far = 0.01, 20.0
+    flipped = window_z[::-1]
+    expected = (2.0 * near * far) / (far + near - (2.0 * flipped - 1.0) * (far - near))
+    expected[flipped >= 1.0] = 0.0
+    depth = np.empty((6, 5), np.float32)
+    linear_depth(window_z, near, far, depth)
+    assert np.array_equal(depth, expected.astype(np.float32)) and (depth == 0).any()
