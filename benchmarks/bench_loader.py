@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from datasets.atomic import write_text_atomic  # noqa: E402
-from datasets.compact_samples import CompactSamples, collate_compact  # noqa: E402
+from datasets.compact_samples import FREE, CompactSamples, SharedBatchBuffers, collate_compact, layout_batch  # noqa: E402
 from datasets.shard_format import DEFAULT_COMPRESSION  # noqa: E402
 from datasets.shards import ShardDataset  # noqa: E402
 from datasets.transforms import training_transform  # noqa: E402
@@ -181,6 +181,19 @@ def measure_stages(directory: Path, args) -> dict[str, float]:
     batch = compact.__getitems__(list(range(args.batch)))
     stages["batch transform (main process, CPU: one pass per image)"] = _ms_per_call(
         lambda: compact.batch_transform(batch), 5) / args.batch
+    images = {"rgb8": ((args.batch, 3, args.size, args.size), np.dtype(np.uint8)),
+              "depth16": ((args.batch, args.size, args.size), np.dtype(np.uint16))}
+
+    def write_batch(buffers: SharedBatchBuffers) -> None:
+        tensors = layout_batch(images, buffers)
+        tensors["rgb8"].fill_(1)
+        tensors["depth16"].fill_(1)
+        tensors["_release"].fill_(FREE)  # what the main process does once the batch is finished
+
+    for label, buffers in (("fresh shared pages", SharedBatchBuffers(limit=0)),
+                            ("recycled shared pages", SharedBatchBuffers())):
+        stages[f"write a batch's images into {label} (worker)"] = _ms_per_call(
+            lambda: write_batch(buffers), 5) / args.batch
     return stages
 
 
@@ -313,8 +326,8 @@ def report(results, stages, libraries, args, directory: Path, num: int, load: tu
         "process the batch transform (table above); on 2 cores the delivered rate cannot exceed 2000 / (their",
         "sum) samples/s, less the cost of passing the batch through shared memory, while the raw read needs only its",
         "read. Each worker recycles its shared batch buffers (`SharedBatchBuffers`: the main process marks one free",
-        "once the batch transform has consumed it): faulting in fresh shared pages cost ≈ 13 ms of system time per",
-        "10 MB batch here, more than reading the batch. The float32 outputs the phases consume (`rgb_input`,",
+        "once the batch transform has consumed it); the two shared-buffer rows of the stage table are what a batch's",
+        "images cost written into fresh shared pages and into recycled ones. The float32 outputs the phases consume (`rgb_input`,",
         "`depth_input`: about 1 MB per sample at 256²) are written once, by the batch transform.",
         "",
     ])

@@ -103,19 +103,6 @@ def compact_sample(raw: dict, index: int, geometric: list[GeometricTransform], w
     return out
 
 
-def batch_tensor(shape: tuple, dtype: np.dtype) -> tuple[torch.Tensor, np.ndarray]:
-    """An empty batch tensor and its numpy view; in a DataLoader worker it lives in shared memory
-    already (as ``default_collate`` does it), so passing it to the main process copies nothing more."""
-    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
-    if torch.utils.data.get_worker_info() is None:
-        tensor = torch.empty(shape, dtype=torch_dtype)
-    else:
-        tensor = torch.empty(0, dtype=torch_dtype)
-        storage = tensor.untyped_storage()._new_shared(int(np.prod(shape)) * tensor.element_size())
-        tensor = tensor.new(storage).view(shape)
-    return tensor, tensor.numpy()
-
-
 #: First byte of a recycled batch buffer: the worker sets IN_USE before passing it on, the
 #: main process sets FREE once the batch transform has consumed it (``DeviceBatches``).
 FREE, IN_USE = 0, 1
@@ -126,9 +113,8 @@ _ALIGN = 64
 class SharedBatchBuffers:
     """Shared-memory batch buffers that one DataLoader worker reuses from batch to batch.
 
-    Fresh shared pages are expensive: on the 2-core machine a worker spent ≈ 13 ms of system
-    time per 10 MB batch faulting them in (``docs/loader_benchmark.md``), more than the read
-    of the whole batch. Each buffer holds a whole batch; its first byte says whether the main
+    Fresh shared pages are expensive to fault in (the stage table of ``docs/loader_benchmark.md``
+    measures a batch written into fresh against recycled shared pages). Each buffer holds a whole batch; its first byte says whether the main
     process still uses it. :meth:`take` returns a free buffer of at least ``nbytes`` or a new
     one, of which at most ``limit`` are kept for reuse (batches never released, e.g. by a caller
     iterating the DataLoader itself, only cost fresh pages again). Only the batch transform's
@@ -154,22 +140,40 @@ class SharedBatchBuffers:
         return buffer
 
 
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
+#: This process's buffers, when it is a DataLoader worker: recycled ones for batches the worker
+#: warped (finished on the CPU, where ``DeviceBatches`` releases them), fresh ones (``limit=0``)
+#: for the item-wise collate, whose batches may be copied to pinned memory and never come back.
+_RECYCLED, _FRESH = SharedBatchBuffers(), SharedBatchBuffers(limit=0)
+
+
+def worker_buffers(recycle: bool) -> SharedBatchBuffers | None:
+    """This DataLoader worker's batch buffers (see ``_RECYCLED``), or ``None`` outside a worker."""
+    if torch.utils.data.get_worker_info() is None:
+        return None
+    return _RECYCLED if recycle else _FRESH
+
+
 def layout_batch(arrays: dict[str, tuple[tuple, np.dtype]], buffers: SharedBatchBuffers | None
                  ) -> dict[str, torch.Tensor]:
-    """Tensors of the given shapes and dtypes, all views of one recycled shared buffer (``"_release"``:
-    a view of its first byte, which ``DeviceBatches`` sets FREE) when ``buffers`` is given, else ordinary tensors."""
+    """Tensors of the given shapes and dtypes, all views of one shared buffer taken from ``buffers``
+    (``"_release"``: a view of its first byte, which ``DeviceBatches`` sets FREE), so passing them to
+    the main process copies nothing; ordinary tensors when ``buffers`` is ``None``."""
     if buffers is None:
         return {key: torch.from_numpy(np.empty(shape, dtype)) for key, (shape, dtype) in arrays.items()}
+    sizes = {key: int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+             for key, (shape, dtype) in arrays.items()}
     offsets, end = {}, _ALIGN
-    for key, (shape, dtype) in arrays.items():
+    for key, nbytes in sizes.items():
         offsets[key] = end
-        end += -(-int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize // _ALIGN) * _ALIGN
+        end += -(-nbytes // _ALIGN) * _ALIGN
     buffer = buffers.take(end)
     out = {"_release": buffer[:1]}
     for key, (shape, dtype) in arrays.items():
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        out[key] = buffer[offsets[key] : offsets[key] + nbytes].view(torch.from_numpy(np.empty(0, dtype)).dtype
-                                                                     ).view(shape)
+        out[key] = buffer[offsets[key] : offsets[key] + sizes[key]].view(_torch_dtype(dtype)).view(shape)
     return out
 
 
@@ -190,19 +194,20 @@ def collate_compact(samples: list[dict] | dict) -> dict[str, torch.Tensor]:
     A batch :meth:`CompactSamples.__getitems__` delivered already stacked passes through."""
     if isinstance(samples, dict):
         return samples
-    batch = {"shard": [s["shard"] for s in samples]} if "shard" in samples[0] else {}
-    for key in PLAN_KEYS + ("rgb8", "depth16"):
-        if key not in samples[0]:
-            continue
-        arrays = [s[key] for s in samples]
-        shape = tuple(max(sizes) for sizes in zip(*(a.shape for a in arrays)))
-        batch[key], out = batch_tensor((len(arrays),) + shape, arrays[0].dtype)
-        if all(a.shape == shape for a in arrays):
+    keys = [key for key in PLAN_KEYS + ("rgb8", "depth16") if key in samples[0]]
+    shapes = {key: tuple(max(sizes) for sizes in zip(*(np.shape(s[key]) for s in samples))) for key in keys}
+    batch = layout_batch({key: ((len(samples),) + shapes[key], np.asarray(samples[0][key]).dtype) for key in keys},
+                         worker_buffers(recycle=False))
+    for key in keys:
+        arrays, out = [s[key] for s in samples], batch[key].numpy()
+        if all(np.shape(a) == shapes[key] for a in arrays):
             np.stack(arrays, out=out)
             continue
-        out[...] = 0
+        out[...] = 0  # also clears what a recycled buffer held
         for row, a in enumerate(arrays):
             out[(row,) + tuple(slice(0, n) for n in a.shape)] = a
+    if "shard" in samples[0]:
+        batch["shard"] = [s["shard"] for s in samples]
     return batch
 
 
@@ -229,7 +234,6 @@ class CompactSamples(Dataset):
         self._plan_keys = tuple(k for k in self.read_keys if k not in self._image_keys)
         self._threads_set_in: int | None = None
         self._scratch: tuple[np.ndarray, ...] | None = None
-        self._buffers = SharedBatchBuffers()
         if self.warp_in_worker:  # compile (or load) the warp's kernel here, so forked workers inherit it
             from datasets.cpu_kernels import source_map
 
@@ -283,8 +287,7 @@ class CompactSamples(Dataset):
         arrays["rgb8"] = ((count, 3, height, width), np.dtype(np.uint8))
         if "depth" in self._image_keys:
             arrays["depth16"] = ((count, height, width), np.dtype(np.uint16))
-        in_worker = torch.utils.data.get_worker_info() is not None
-        batch = layout_batch(arrays, self._buffers if in_worker else None)
+        batch = layout_batch(arrays, worker_buffers(recycle=True))
         for key in PLAN_KEYS:
             np.stack([field[key] for field in fields], out=batch[key].numpy())
         batch["shard"] = [shard for shard, _ in provenance]
@@ -309,5 +312,5 @@ class CompactSamples(Dataset):
         return f"CompactSamples({self.shards!r}, warp_in_worker={self.warp_in_worker})"
 
 
-__all__ = ["CompactSamples", "PLAN_KEYS", "SharedBatchBuffers", "batch_tensor", "collate_compact", "compact_sample",
+__all__ = ["CompactSamples", "PLAN_KEYS", "SharedBatchBuffers", "collate_compact", "compact_sample",
            "layout_batch", "plan_stored_sample", "split_compose"]

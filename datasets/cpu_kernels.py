@@ -9,7 +9,8 @@ Worker side (:class:`datasets.compact_samples.CompactSamples`):
 
 Main-process side (:class:`datasets.batch_transform.BatchTransform`, batches the workers
 warped): the torch formulation is a handful of whole-batch operations, each a pass over
-~10 MB that does not stay in cache; what is left after the warp is per pixel, so
+~10 MB that does not stay in cache (``tests/test_batch_transform.py`` keeps it as the reference);
+what is left after the warp is per pixel, so
 
 - :func:`finish_rgb` — ``y_c = clip(α_c·x_c + β_c·g + d_c, lo_c, hi_c)`` with ``x`` the
   uint8 value, ``g = w·x`` its grey (``w`` the luma weights): one colour-jitter set of

@@ -53,9 +53,8 @@ def llvmpipe_threads(processes: int) -> int:
 
     With at least as many rendering processes as cores, 0: each rasterises in its own thread. A
     separate raster thread per process then adds only hand-offs between two threads that never run
-    at once (3000 samples at 256², 2 workers on 2 cores: 34.5 s with one raster thread each, 29.0 s
-    without, including start-up; 3.5 M against 1.5 M involuntary context switches). With fewer
-    processes than cores, the cores each process may use, so the rasteriser uses the idle ones.
+    at once (the bare loops of ``benchmarks/bench_render.py`` use the same setting as the pipeline).
+    With fewer processes than cores, the cores each process may use, so the rasteriser uses the idle ones.
     """
     cores = os.cpu_count() or 1
     return 0 if processes >= cores else cores // processes

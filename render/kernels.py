@@ -1,8 +1,8 @@
 """Compiled per-vertex and per-pixel loops (numba) of the hand renderer.
 
-Both replace numpy chains that made several passes (and temporaries) per frame, about
-0.6 ms each at 256² with the toolkit's hand mesh (``docs/rendering_benchmark.md``), with
-the same float32 arithmetic in the same order, so the frames do not change:
+Both replace numpy chains that made several passes (and temporaries) per frame with the same
+float32 arithmetic in the same order, so the frames do not change (the render stage of
+``docs/rendering_benchmark.md`` measures the renderer with them):
 
 - :func:`vertex_normals` — area-weighted vertex normals: each face's normal
   ``(v1 − v0) × (v2 − v0)`` summed onto its three vertices in face order (the order of the
