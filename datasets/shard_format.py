@@ -23,6 +23,7 @@ import json
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -124,19 +125,23 @@ def write_shard(
 
     ``arrays`` holds the :data:`ARRAYS` plus any extra per-sample arrays (hand parameters,
     seeds); ``attrs`` must include ``source`` and ``config`` (a JSON string) and may hold
-    more. The file is written to a temporary name, flushed to disk, re-opened and checked,
-    then renamed, so a shard under its final name is always complete. The write runs on a
-    fresh thread stack (:func:`_on_fresh_stack`), so the same arrays give the same bytes.
+    more. The file is written to a temporary name, flushed to disk (while it is re-opened,
+    checked and hashed: fsync and hashlib both release the GIL), then renamed, so a shard
+    under its final name is always complete. The write runs on a fresh thread stack
+    (:func:`_on_fresh_stack`), so the same arrays give the same bytes.
     """
     directory = Path(directory)
     final = directory / shard_name(index)
     n = _check_arrays(arrays, str(final))
     compression = dict(DEFAULT_COMPRESSION if compression is None else compression)
-    with atomic_write(final) as temporary:  # this thread owns the temporary file: removed on any error
+    with atomic_write(final, fsync=False) as temporary:  # this thread owns the temporary file: removed on any error
         _on_fresh_stack(_write_h5, temporary, n, arrays, attrs, compression)
-        open_shard(temporary).close()  # read back and validate before the rename
-        entry = {"name": final.name, "num_samples": int(n), "sha256": file_sha256(temporary),
-                 "bytes": temporary.stat().st_size}
+        with open(temporary, "rb+") as handle, ThreadPoolExecutor(1, thread_name_prefix="shard-fsync") as disk:
+            flushed = disk.submit(os.fsync, handle.fileno())  # the wait for the disk overlaps the checks below
+            open_shard(temporary).close()  # read back and validate before the rename
+            entry = {"name": final.name, "num_samples": int(n), "sha256": file_sha256(temporary),
+                     "bytes": temporary.stat().st_size}
+            flushed.result()  # on disk before the rename (atomic_write renames when this block ends)
     return entry
 
 

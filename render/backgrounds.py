@@ -171,10 +171,10 @@ class ProceduralBackgrounds:
             raise BackgroundError(f"unknown procedural background families {unknown}; known: {list(FAMILIES)}")
         self.families = tuple(families)
 
-    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """A (size, size, 3) uint8 image of a family chosen by ``rng``."""
+    def sample(self, rng: np.random.Generator, size: int, out: np.ndarray | None = None) -> np.ndarray:
+        """A (size, size, 3) uint8 image of a family chosen by ``rng`` (copied into ``out`` if given)."""
         family = self.families[int(rng.integers(len(self.families)))]
-        return self.draw(family, rng, size)
+        return _into(self.draw(family, rng, size), out)
 
     @staticmethod
     def draw(family: str, rng: np.random.Generator, size: int, upsample: bool = True) -> np.ndarray:
@@ -224,24 +224,52 @@ class BackgroundBank:
             for f, family in enumerate(self.families)
         }
 
-    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """A (size, size, 3) uint8 background; all choices come from ``rng``."""
+    def sample(self, rng: np.random.Generator, size: int, out: np.ndarray | None = None) -> np.ndarray:
+        """A (size, size, 3) uint8 background, into ``out`` if given; all choices come from ``rng``.
+
+        The colour change runs on the crop itself (a view of the texture), then OpenCV mirrors,
+        rotates and upsamples it: per pixel the same values as mirroring and rotating first
+        (the colour change is per pixel), with fewer copies.
+        """
         family = self.families[int(rng.integers(len(self.families)))]
         bank = self.textures[family]
         texture = bank[int(rng.integers(len(bank)))]
         side = texture.shape[0]
         crop = max(2, int(round(rng.uniform(*self.crop_range) * side)))
         top, left = (int(v) for v in rng.integers(0, side - crop + 1, size=2))
-        patch = texture[top:top + crop, left:left + crop]
-        if rng.uniform() < 0.5:
-            patch = patch[:, ::-1]
-        patch = np.ascontiguousarray(np.rot90(patch, int(rng.integers(4))))
-        patch = _recolour(patch, rng)
-        return cv2.resize(patch, (size, size), interpolation=cv2.INTER_LINEAR)  # bilinear, pixel-centre aligned
+        mirror = rng.uniform() < 0.5
+        quarter_turns = int(rng.integers(4))
+        patch = _recolour(texture[top:top + crop, left:left + crop], rng)
+        if mirror:
+            patch = cv2.flip(patch, 1)
+        if quarter_turns:
+            patch = cv2.rotate(patch, _COUNTERCLOCKWISE[quarter_turns])
+        return _resized(patch, size, out)
 
     def describe(self) -> str:
         per_family = len(next(iter(self.textures.values())))
         return f"procedural bank:{','.join(self.families)}x{per_family}"
+
+
+#: ``cv2.rotate`` codes of ``np.rot90(image, k)`` (k quarter turns counter-clockwise).
+_COUNTERCLOCKWISE = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+def _into(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return image
+    out[...] = image
+    return out
+
+
+def _resized(image: np.ndarray, size: int, out: np.ndarray | None) -> np.ndarray:
+    """``image`` resized to (size, size) bilinearly (pixel-centre aligned), into ``out`` if given."""
+    if out is None:
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    written = cv2.resize(image, (size, size), dst=out, interpolation=cv2.INTER_LINEAR)
+    if written.ctypes.data != out.ctypes.data:  # OpenCV silently reallocates a dst it cannot use
+        out[...] = written
+    return out
 
 
 def _recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -289,7 +317,8 @@ class FolderBackgrounds:
             self._cache.popitem(last=False)
         return image
 
-    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, size: int, out: np.ndarray | None = None) -> np.ndarray:
+        """A (size, size, 3) uint8 random crop of a random image (copied into ``out`` if given)."""
         path = self.paths[int(rng.integers(len(self.paths)))]
         fraction, fx, fy, mirror = rng.uniform(*self.crop_range), rng.uniform(), rng.uniform(), rng.uniform()
         image = self._load(path)
@@ -299,7 +328,7 @@ class FolderBackgrounds:
         crop = image.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
         if mirror < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        return np.asarray(crop, np.uint8)
+        return _into(np.asarray(crop, np.uint8), out)
 
     def describe(self) -> str:
         return f"folder:{self.folder} ({len(self.paths)} images)"

@@ -10,6 +10,14 @@ float32 arithmetic in the same order, so the frames do not change (the render st
 - :func:`linear_depth` — OpenGL window depth ``w`` (rows bottom-up) to camera-z depth
   ``2·n·f / (f + n − (2w − 1)(f − n))`` with rows top-down, 0 where ``w ≥ 1`` (nothing drawn).
 
+and two loops of the sample pipeline, each one pass instead of a chain of numpy/OpenCV calls
+(tested against those chains, ``tests/test_render_geometry.py``):
+
+- :func:`skin_colours` — ``clip(base · jitter · (1 − g·a(v)·w) · (1 + s·n_v), 0, 1)`` per vertex,
+  with ``a(v)`` the vertex's normalised position along a direction (:func:`render.sampling.draw_skin`);
+- :func:`depth_labels` — millimetre depth and mask of one render
+  (:func:`render.postprocess.finish_sample`).
+
 Compiled on first use and cached on disk (``cache=True``); no BLAS, no threads, and no
 floating-point contraction (numba's default), so results do not depend on the machine's CPU.
 """
@@ -55,4 +63,40 @@ def linear_depth(window_z, near, far, out):  # pragma: no cover - compiled
             target[u] = np.float32(0.0) if w >= one else numerator / (offset - (two * w - one) * scale)
 
 
-__all__ = ["linear_depth", "vertex_normals"]
+@njit(cache=True, nogil=True, boundscheck=False)
+def skin_colours(base, jitter, axis, template, gradient, channel_weights, noise_scale, noise, out):  # pragma: no cover
+    """Per-vertex colours ``out`` (V, 3) float32 (float64 arithmetic, products in the order of the formula above).
+
+    ``base`` (V, 3) (a broadcast tone or texture colours), ``jitter`` (3,), unit ``axis`` (3,),
+    ``template`` (V, 3), ``gradient`` = g, ``channel_weights`` (3,) = w, ``noise`` (V,) standard normal.
+    """
+    count = template.shape[0]
+    along = np.empty(count, np.float64)
+    low, high = np.inf, -np.inf
+    for v in range(count):
+        a = np.float64(template[v, 0]) * axis[0] + np.float64(template[v, 1]) * axis[1] \
+            + np.float64(template[v, 2]) * axis[2]
+        along[v] = a
+        low, high = min(low, a), max(high, a)
+    span = max(high - low, 1e-9)
+    for v in range(count):
+        position = (along[v] - low) / span
+        factor = 1.0 + noise_scale * noise[v]
+        for c in range(3):
+            value = base[v, c] * jitter[c] * (1.0 - gradient * position * channel_weights[c]) * factor
+            out[v, c] = min(max(value, 0.0), 1.0)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def depth_labels(depth, stored_depth, millimetres_out, mask_out):  # pragma: no cover - compiled
+    """One pass over a render's depth: ``mask_out`` = (``depth`` > 0) as uint8 and ``millimetres_out`` =
+    round-half-even(1000 · ``stored_depth``) saturated to uint16 (the caller checks the range first)."""
+    height, width = depth.shape
+    for row in range(height):
+        for u in range(width):
+            millimetres = np.rint(np.float64(stored_depth[row, u]) * 1000.0)
+            millimetres_out[row, u] = np.uint16(min(max(millimetres, 0.0), 65535.0))
+            mask_out[row, u] = np.uint8(depth[row, u] > 0)
+
+
+__all__ = ["depth_labels", "linear_depth", "skin_colours", "vertex_normals"]

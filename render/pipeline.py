@@ -23,7 +23,7 @@ from PIL import Image
 
 from render.backgrounds import BackgroundError, background_source
 from render.depth_sensor import apply_depth_sensor, sensor_config, sensor_rng
-from render.postprocess import composite, depth_to_millimetres, joint_visibility
+from render.postprocess import finish_sample, joint_visibility
 from render.sampling import (SynthConfig, draw_hand, draw_lighting, draw_skin, place_hand, sample_rng,
                              texture_colours)
 
@@ -107,19 +107,17 @@ class SamplePipeline:
             translation = place_hand(rng, posed.joints[b], cfg).astype(np.float32)
             lighting = draw_lighting(rng, cfg)
             skin = draw_skin(rng, cfg, self.template, self.base_colours)
-            background = self.backgrounds.sample(rng, cfg.image_size)
+            background = self.backgrounds.sample(rng, cfg.image_size, out=arrays["rgb"][row])  # the hand goes over it
             vertices = posed.vertices[b] + translation
             joints = (posed.joints[b] + translation).astype(np.float32)
             frame = self.renderer.render(vertices, skin, self.K, lighting)
-            mask = frame.mask
             joints2d = project_elementwise(joints, self.K)
-            composite(frame.rgb, mask, background, out=arrays["rgb"][row])
             stored = frame.depth
             if cfg.depth_sensor:  # real-like sensor depth (render.depth_sensor), its own seeded generator
                 stored = apply_depth_sensor(frame.depth, self.K, sensor_config(cfg.depth_sensor),
                                             sensor_rng(self.seed, start + row))
-            arrays["depth"][row] = depth_to_millimetres(stored)
-            arrays["mask"][row] = mask
+            finish_sample(frame.rgb, frame.depth, stored, background, arrays["rgb"][row], arrays["depth"][row],
+                          arrays["mask"][row])
             arrays["joints3d"][row] = joints
             arrays["joints2d"][row] = joints2d
             arrays["visible"][row] = joint_visibility(joints, joints2d, frame.depth, cfg.visibility_tolerance_m)

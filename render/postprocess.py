@@ -38,6 +38,24 @@ def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
     return cv2.multiply(np.asarray(depth, np.float32), 1000.0, dtype=cv2.CV_16U)
 
 
+def finish_sample(rgb: np.ndarray, depth: np.ndarray, stored_depth: np.ndarray, background: np.ndarray,
+                  rgb_out: np.ndarray, depth_out: np.ndarray, mask_out: np.ndarray) -> None:
+    """The stored images of one render: ``mask_out`` = (``depth`` > 0), ``depth_out`` =
+    :func:`depth_to_millimetres` of ``stored_depth`` (the render's ``depth`` itself, or a simulated
+    sensor's), both in one compiled pass (:func:`render.kernels.depth_labels`), and ``rgb_out`` =
+    :func:`composite` of ``rgb`` over ``background`` by that mask (``background`` may be ``rgb_out``
+    itself: the hand is then copied over it in place). Same results as those functions (tested),
+    without their intermediate arrays.
+    """
+    from render.kernels import depth_labels
+
+    largest = float(np.max(stored_depth, initial=0.0))
+    if largest * 1000.0 > np.iinfo(np.uint16).max + 0.5:
+        raise ValueError(f"depth {largest:.1f} m exceeds the uint16 millimetre range (65.5 m)")
+    depth_labels(depth, stored_depth, depth_out, mask_out)
+    composite(rgb, mask_out, background, out=rgb_out)
+
+
 def joint_visibility(joints_cam: np.ndarray, joints_px: np.ndarray, depth: np.ndarray,
                      tolerance_m: float) -> np.ndarray:
     """Visible joints (J,) bool: inside the image and not hidden by the hand itself.

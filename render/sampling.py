@@ -26,6 +26,9 @@ from scipy.spatial.transform import Rotation
 from render.backgrounds import FAMILIES
 
 #: Skin base colours (linear-ish RGB in [0, 1]) from very light to very dark, chosen for this toolkit.
+#: Weights of the skin gradient per channel (R, G, B): it darkens green and blue more than red.
+SKIN_GRADIENT_CHANNELS = np.array([0.6, 1.0, 1.0])
+
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.96, 0.80, 0.69),
     (0.92, 0.72, 0.60),
@@ -276,8 +279,10 @@ def draw_skin(rng: np.random.Generator, cfg: SynthConfig, template: np.ndarray,
 
     A palette tone (or ``base_colours`` (V,3) from a user texture), jittered per sample,
     times a smooth gradient along a random direction over the ``template`` vertices
-    (V,3), times small per-vertex noise.
+    (V,3), times small per-vertex noise (:func:`render.kernels.skin_colours`, one pass).
     """
+    from render.kernels import skin_colours  # numba: imported where the renderer runs, not with the config
+
     if base_colours is None:
         tone = np.asarray(cfg.skin_tones[rng.integers(len(cfg.skin_tones))], dtype=np.float64)
         base = np.broadcast_to(tone, template.shape)
@@ -286,11 +291,11 @@ def draw_skin(rng: np.random.Generator, cfg: SynthConfig, template: np.ndarray,
     jitter = 1.0 + 0.05 * rng.standard_normal(3)
     axis = rng.standard_normal(3)
     axis /= np.linalg.norm(axis)
-    along = template @ axis
-    along = (along - along.min()) / max(np.ptp(along), 1e-9)
-    gradient = 1.0 - cfg.skin_gradient * along[:, None] * np.array([0.6, 1.0, 1.0])
-    noise = 1.0 + cfg.skin_vertex_noise * rng.standard_normal((template.shape[0], 1))
-    return np.clip(base * jitter * gradient * noise, 0.0, 1.0).astype(np.float32)
+    noise = rng.standard_normal(template.shape[0])  # per-vertex noise 1 + s·n (same draws as a (V, 1) array)
+    colours = np.empty(template.shape, np.float32)
+    skin_colours(base, jitter, axis, template, float(cfg.skin_gradient), SKIN_GRADIENT_CHANNELS,
+                 float(cfg.skin_vertex_noise), noise, colours)
+    return colours
 
 
 def texture_colours(image: np.ndarray, template: np.ndarray) -> np.ndarray:

@@ -125,3 +125,19 @@ def test_composite_takes_hand_pixels_where_the_mask_is_set():
     in_place = background.copy()
     composite(rgb, mask, in_place, out=in_place)
     assert np.array_equal(in_place, expected)
+
+
+def test_bank_background_into_a_given_array_and_recolour_commutes_with_mirror_and_turns():
+    """BackgroundBank recolours the crop before mirroring and turning it: the same pixels as after (per-pixel map)."""
+    from render.backgrounds import BackgroundBank, _recolour
+
+    bank = BackgroundBank(seed=2, size=64, per_family=2)
+    out = np.zeros((64, 64, 3), np.uint8)
+    for index in range(10):
+        image = bank.sample(np.random.default_rng([4, index]), 64)
+        assert bank.sample(np.random.default_rng([4, index]), 64, out=out) is out and np.array_equal(out, image)
+    patch = bank.textures["shapes"][0][5:40, 3:31]
+    for turns in range(4):
+        first = _recolour(np.ascontiguousarray(np.rot90(patch[:, ::-1], turns)), np.random.default_rng(9))
+        after = np.rot90(_recolour(patch, np.random.default_rng(9))[:, ::-1], turns)
+        assert np.array_equal(first, after)

@@ -216,3 +216,49 @@ def test_compiled_normals_and_depth_equal_the_numpy_formulas():
     depth = np.empty((6, 5), np.float32)
     linear_depth(window_z, near, far, depth)
     assert np.array_equal(depth, expected.astype(np.float32)) and (depth == 0).any()
+
+
+def test_finish_sample_equals_composite_millimetres_and_mask():
+    """The pipeline's one-pass labels give what composite, depth_to_millimetres and depth > 0 give, bit for bit."""
+    from render.postprocess import finish_sample
+
+    rng = np.random.default_rng(8)
+    rows, cols = np.mgrid[:48, :40]
+    depth = np.where((rows - 20) ** 2 + (cols - 18) ** 2 < 15 ** 2, rng.uniform(0.2, 1.5, (48, 40)), 0).astype(np.float32)
+    depth[3, 4] = 0.4005  # halfway between two millimetres in decimal (not exactly in float32)
+    sensor = np.where(rng.uniform(size=depth.shape) < 0.1, 0, depth * 1.01).astype(np.float32)  # another stored depth
+    rgb, background = (rng.integers(0, 256, (48, 40, 3)).astype(np.uint8) for _ in range(2))
+    mask = (depth > 0).astype(np.uint8)
+    for stored in (depth, sensor):
+        out = np.zeros_like(rgb)
+        millimetres, mask_out = np.zeros(depth.shape, np.uint16), np.full(depth.shape, 7, np.uint8)
+        finish_sample(rgb, depth, stored, background, out, millimetres, mask_out)
+        assert np.array_equal(out, composite(rgb, mask, background))
+        assert np.array_equal(millimetres, depth_to_millimetres(stored)) and np.array_equal(mask_out, mask)
+    in_place = background.copy()  # the pipeline draws the background into the shard row, then finishes it there
+    finish_sample(rgb, depth, depth, in_place, in_place, millimetres, mask_out)
+    assert np.array_equal(in_place, composite(rgb, mask, background))
+    with pytest.raises(ValueError, match="uint16"):
+        finish_sample(rgb, depth, depth * 100, background, out, millimetres, mask_out)
+
+
+def test_skin_colours_equal_the_formula_of_draw_skin():
+    """draw_skin's compiled pass computes clip(base·jitter·(1 − g·a·w)·(1 + s·n), 0, 1) with the same draws."""
+    from render.sampling import SKIN_GRADIENT_CHANNELS, draw_skin
+
+    cfg = SynthConfig()
+    template = (np.random.default_rng(0).normal(size=(300, 3)) * [0.08, 0.03, 0.01]).astype(np.float32)
+    texture = np.random.default_rng(1).uniform(size=(300, 3))
+    for base_colours in (None, texture):
+        skin = draw_skin(sample_rng(4, 2), cfg, template, base_colours)
+        rng = sample_rng(4, 2)  # the same draws, in draw_skin's order
+        base = texture if base_colours is not None else np.asarray(cfg.skin_tones[rng.integers(len(cfg.skin_tones))])
+        jitter = 1.0 + 0.05 * rng.standard_normal(3)
+        axis = rng.standard_normal(3)
+        axis /= np.linalg.norm(axis)
+        along = template.astype(np.float64) @ axis
+        along = (along - along.min()) / np.ptp(along)
+        noise = 1.0 + cfg.skin_vertex_noise * rng.standard_normal((300, 1))
+        expected = np.clip(base * jitter * (1.0 - cfg.skin_gradient * along[:, None] * SKIN_GRADIENT_CHANNELS) * noise,
+                           0, 1)
+        assert skin.dtype == np.float32 and np.allclose(skin, expected, rtol=0, atol=1e-6)
