@@ -4,7 +4,9 @@
 background source are kept for all its samples) and turns a range of sample indices into
 the arrays of a shard (`interfaces.md`, "Synthetic and converted shards").
 
-Per chunk of samples the hand model runs once, batched; everything else is per sample.
+Per chunk of samples the hand model runs once, batched; then each sample's draws (placement,
+light, skin, background) are made, the joints projected, and only then the samples rendered and
+finished one by one.
 Procedural backgrounds come from a per-worker :class:`render.backgrounds.BackgroundBank`
 built from the global seed (``SynthConfig.background_bank``), the same in every worker.
 Each sample's random choices come from its own generator (:func:`render.sampling.sample_rng`),
@@ -103,31 +105,33 @@ class SamplePipeline:
         orient = np.stack([h.global_orient for h in hands])
         with _single_torch_thread():
             posed = self.hand_model(pose, betas, orient)
+        # Every draw of a sample happens before any render (its generator's order is unchanged), so the
+        # chunk's small per-sample steps run back to back, not each after a render that evicted the caches.
+        translations, lightings, skins = [], [], []
         for b, (row, rng) in enumerate(zip(rows, rngs)):
-            translation = place_hand(rng, posed.joints[b], cfg).astype(np.float32)
-            lighting = draw_lighting(rng, cfg)
-            skin = draw_skin(rng, cfg, self.template, self.base_colours)
-            background = self.backgrounds.sample(rng, cfg.image_size, out=arrays["rgb"][row])  # the hand goes over it
-            vertices = posed.vertices[b] + translation
-            joints = (posed.joints[b] + translation).astype(np.float32)
-            frame = self.renderer.render(vertices, skin, self.K, lighting)
-            joints2d = project_elementwise(joints, self.K)
+            translations.append(place_hand(rng, posed.joints[b], cfg).astype(np.float32))
+            lightings.append(draw_lighting(rng, cfg))
+            skins.append(draw_skin(rng, cfg, self.template, self.base_colours))
+            self.backgrounds.sample(rng, cfg.image_size, out=arrays["rgb"][row])  # the hand goes over it
+        offsets = np.stack(translations)[:, None, :]
+        vertices = posed.vertices + offsets
+        joints = (posed.joints + offsets).astype(np.float32)
+        joints2d = project_elementwise(joints.reshape(-1, 3), self.K).reshape(joints.shape[0], -1, 2)
+        chunk = slice(rows.start, rows.stop)
+        arrays["joints3d"][chunk], arrays["joints2d"][chunk], arrays["K"][chunk] = joints, joints2d, self.K
+        arrays["seed"][chunk] = self.seed
+        arrays["sample_index"][chunk] = np.arange(start + rows.start, start + rows.stop)
+        for b, row in enumerate(rows):
+            frame = self.renderer.render(vertices[b], skins[b], self.K, lightings[b])
             stored = frame.depth
             if cfg.depth_sensor:  # real-like sensor depth (render.depth_sensor), its own seeded generator
                 stored = apply_depth_sensor(frame.depth, self.K, sensor_config(cfg.depth_sensor),
                                             sensor_rng(self.seed, start + row))
-            finish_sample(frame.rgb, frame.depth, stored, background, arrays["rgb"][row], arrays["depth"][row],
-                          arrays["mask"][row])
-            arrays["joints3d"][row] = joints
-            arrays["joints2d"][row] = joints2d
-            arrays["visible"][row] = joint_visibility(joints, joints2d, frame.depth, cfg.visibility_tolerance_m)
-            arrays["K"][row] = self.K
-            arrays["seed"][row] = self.seed
-            arrays["sample_index"][row] = start + row
-        arrays["pose_pca"][rows.start:rows.stop] = pose
-        arrays["betas"][rows.start:rows.stop] = betas
-        arrays["global_orient"][rows.start:rows.stop] = orient
-        arrays["hand_pose"][rows.start:rows.stop] = posed.hand_pose
+            finish_sample(frame.rgb, frame.depth, stored, arrays["rgb"][row], arrays["rgb"][row],
+                          arrays["depth"][row], arrays["mask"][row])
+            arrays["visible"][row] = joint_visibility(joints[b], joints2d[b], frame.depth, cfg.visibility_tolerance_m)
+        arrays["pose_pca"][chunk], arrays["betas"][chunk] = pose, betas
+        arrays["global_orient"][chunk], arrays["hand_pose"][chunk] = orient, posed.hand_pose
 
     def close(self) -> None:
         self.renderer.close()
