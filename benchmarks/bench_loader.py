@@ -290,8 +290,9 @@ def report(results, stages, libraries, args, directory: Path, num: int, load: tu
         "",
         *rows,
         "",
-        f"Goal: ≥ 0.5× the raw read rate with 2 workers — measured {goal:.2f}× "
-        f"({'met' if goal is not None and goal >= 0.5 else 'not met'} in this run).",
+        (f"Goal: ≥ 0.5× the raw read rate with 2 workers — measured {goal:.2f}× "
+         f"({'met' if goal >= 0.5 else 'not met'} in this run)." if goal is not None else
+         "Goal: ≥ 0.5× the raw read rate with 2 workers — not measured in this run (no `--workers 2`)."),
         "",
         SEE_ALSO,
         "",

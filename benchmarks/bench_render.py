@@ -48,7 +48,7 @@ from benchmarks.render_loops import KINDS, bare_loop, frame_cpu_costs, in_child,
 STAGES = {  # (where, function) → stage name; "pipeline" = names as imported by render.pipeline
     ("renderer", "render"): "render (GL draw + read-back + normals + vertex upload)",
     ("bank", "sample"): "background (bank: crop, flip, rotate, recolour, upsample)",
-    ("pipeline", "finish_sample"): "composite, mask and millimetre depth (one pass)",
+    ("pipeline", "finish_sample"): "composite, mask and millimetre depth",
     ("pipeline", "joint_visibility"): "visibility",
     ("pipeline", "draw_skin"): "skin colours",
     ("pipeline", "place_hand"): "placement",
@@ -289,18 +289,28 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Backgrounds: each worker builds a bank of {background['bank_size']} procedural textures per family "
         f"from the global seed at start-up ({background['bank_build_s']:.2f} CPU s); a sample's background is a "
-        f"random crop, mirror, 90° rotation and colour change of one of them ({bank_ms:.2f} ms above; OpenCV "
-        "`transform` + `resize`, 1.57 → 0.36 ms against the previous numpy + PIL code in one measurement). "
-        f"Drawing every background afresh (`SynthConfig.background_bank=0`) costs {background['fresh_ms']:.2f} "
-        "CPU ms per sample. Compositing is one `cv2.copyTo` (0.36 → 0.02 ms against the previous numpy select).",
+        f"random crop, mirror, 90° rotation and colour change of one of them ({bank_ms:.2f} ms above: OpenCV "
+        "`transform` on the crop itself, then `flip`, `rotate` and `resize` straight into the sample's row of the "
+        f"shard arrays). Drawing every background afresh (`SynthConfig.background_bank=0`) costs "
+        f"{background['fresh_ms']:.2f} CPU ms per sample. The hand is then copied over that row with one "
+        "`cv2.copyTo`; mask and millimetre depth come from one compiled pass over the rendered depth "
+        "(`render/kernels.py:depth_labels`), and the skin colours from another over the vertices "
+        "(`skin_colours`).",
+        "",
+        "Order within a chunk of 50 samples: the hand model runs once for the chunk; then every sample's draws "
+        "(placement, light, skin, background) are made and the joints projected, and only then are the samples "
+        "rendered and finished one by one. The small steps thus run back to back instead of each right after a "
+        "render, which leaves the caches cold for them (the same draws in the same order: the shards do not "
+        "change).",
         "",
         f"Shard write: {write_ms:.2f} CPU ms and {background['write_wall_ms']:.2f} wall ms per sample (Blosc lz4 "
-        "compression inside h5py, fsync, re-open and SHA-256 re-read of the file; lzf cost about twice the CPU, "
-        "`docs/shard_storage.md`). Only the difference between wall and CPU time, the wait for the disk, could be "
-        "hidden by a writer thread or process: with as many workers as cores every core is busy rendering or "
-        "compressing, so moving the compression elsewhere does not make a sample cheaper, and it would need a "
-        "second set of shard arrays per worker (≈ 0.4 GB per 1000-sample shard at 256²). Hashing while writing "
-        "would save the re-read, a fraction of the write above.",
+        "compression inside h5py; then the fsync, on a thread of its own, overlaps re-opening the file to check "
+        "it and hashing it with SHA-256; lzf cost about twice the CPU, `docs/shard_storage.md`). Only the "
+        "difference between wall and CPU time, the wait for the disk, could be hidden further by a writer thread "
+        "or process: with as many workers as cores every core is busy rendering or compressing, so moving the "
+        "compression elsewhere does not make a sample cheaper, and it would need a second set of shard arrays per "
+        "worker (≈ 0.4 GB per 1000-sample shard at 256²). Writing the file into memory first (HDF5's core "
+        "driver) and hashing that image instead of re-reading the file cost more CPU, not less, when measured.",
         "",
         "The renderer's vertex normals and depth linearisation are compiled loops (`render/kernels.py`, the "
         "same float32 arithmetic as the numpy code they replace, so the frames are bitwise unchanged); that "
