@@ -157,7 +157,8 @@ def main(argv=None) -> int:
         print(label, entry, flush=True)
     lines = [f"# Loss scales: gradient-norm balance of G's terms ({args.size}-px crops)", "",
              f"`python benchmarks/bench_loss_scales.py --data {args.data} --teacher {args.teacher} "
-             + " ".join(f"--student {s}" for s in args.student) + f" --size {args.size}`", "",
+             + " ".join(f"--student {s}" for s in args.student) + f" --size {args.size}"
+             + (" --check-phi" if args.check_phi else "") + "`", "",
              f"Teacher `{args.teacher}`; mean over {len(batches)} batches of 32 of `{args.data}`; student in "
              f"train mode; λ = {args.lambda_att:g}. Ratio = ‖∇θ term‖ / ‖∇θ L_REG (mean)‖.", "",
              "| student | term | value | ‖∇θ‖ | ratio |", "|---|---|---|---|---|"]
