@@ -340,12 +340,12 @@ def _run_in_pool(job: GenerationJob, todo: list[ShardTask], advance, workers: in
         except queue.Empty:
             pass
 
-    with _single_threaded_libraries():
-        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                       initargs=(job, messages, lp_threads))
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(job, messages, lp_threads))
     try:
-        futures = {executor.submit(_render_and_write, job, task): task for task in todo}
-        processes = list((getattr(executor, "_processes", None) or {}).values())  # spawned by the first submit
+        with _single_threaded_libraries():  # the submits spawn the workers: they start with this environment
+            futures = {executor.submit(_render_and_write, job, task): task for task in todo}
+        processes = list((getattr(executor, "_processes", None) or {}).values())
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import importlib.util
 import json
 import shutil
@@ -258,3 +259,29 @@ def test_bad_requests_fail_with_clear_messages(reference, tmp_path, capsys, monk
     monkeypatch.setattr("render.synth.write_shard", full_disk)
     with pytest.raises(SynthError, match="no space left on device while writing shard-000000.h5"):
         _generate(tmp_path / "d")
+
+
+def test_pool_workers_start_with_one_blas_and_openmp_thread_each(tmp_path, monkeypatch):
+    """Spawned render workers get OMP/OpenBLAS/MKL_NUM_THREADS=1 in the environment they start with (read
+    back from /proc): BLAS and OpenMP pools size themselves at import, and an idle pool thread spinning
+    beside each renderer costs CPU and preemptions on a machine the workers already fill."""
+    import render.synth as synth
+
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    started: list[dict] = []
+
+    class RecordingPool(synth.ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            future = super().submit(*args, **kwargs)
+            for process in (self._processes or {}).values():
+                environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+                started.append({name: next((v.split(b"=", 1)[1].decode() for v in environ
+                                            if v.startswith(name.encode() + b"=")), None) for name in names})
+            return future
+
+    monkeypatch.setattr(synth, "ProcessPoolExecutor", RecordingPool)
+    _generate(tmp_path, workers=2)
+    assert started and all(found == dict.fromkeys(names, "1") for found in started)
+    assert all(name not in os.environ for name in names)  # the parent's own environment is left as it was
