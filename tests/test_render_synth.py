@@ -261,6 +261,16 @@ def test_bad_requests_fail_with_clear_messages(reference, tmp_path, capsys, monk
         _generate(tmp_path / "d")
 
 
+def _environment_after_exec(pid: int, timeout_s: float = 30.0) -> list[bytes]:
+    """The environment a spawned process started its interpreter with. multiprocessing returns from the spawn
+    before the child has exec'd; until then /proc shows the parent's command line and start-up environment."""
+    deadline = time.monotonic() + timeout_s
+    while b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, f"process {pid} did not start the spawned interpreter"
+        time.sleep(0.01)
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 def test_pool_workers_start_with_one_blas_and_openmp_thread_each(tmp_path, monkeypatch):
     """Spawned render workers get OMP/OpenBLAS/MKL_NUM_THREADS=1 in the environment they start with (read
     back from /proc): BLAS and OpenMP pools size themselves at import, and an idle pool thread spinning
@@ -276,7 +286,7 @@ def test_pool_workers_start_with_one_blas_and_openmp_thread_each(tmp_path, monke
         def submit(self, *args, **kwargs):
             future = super().submit(*args, **kwargs)
             for process in (self._processes or {}).values():
-                environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+                environ = _environment_after_exec(process.pid)
                 started.append({name: next((v.split(b"=", 1)[1].decode() for v in environ
                                             if v.startswith(name.encode() + b"=")), None) for name in names})
             return future
