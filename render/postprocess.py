@@ -10,7 +10,7 @@ def composite(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray, out: np
     Renders are single-sample (no anti-aliasing), so each pixel is wholly hand or wholly
     background: no edge pixel mixes the clear colour in, hence no halo. ``out`` (H,W,3),
     if given, receives the result (it may be ``background`` itself). One masked copy
-    (``cv2.copyTo``, ~20× faster than a numpy select here, ``docs/rendering_benchmark.md``).
+    (``cv2.copyTo``).
     """
     import cv2
 
@@ -27,15 +27,18 @@ def composite(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray, out: np
 def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
     """Camera-z depth in metres (0 = background) → uint16 millimetres, rounded to nearest; 0 stays 0.
 
-    One OpenCV pass (the product in double precision, then rounded): ~4× faster than numpy's
-    multiply, ``rint`` and cast.
+    One OpenCV pass (the product in double precision, then rounded half to even).
     """
     import cv2
 
-    largest = float(np.max(depth, initial=0.0)) * 1000.0
-    if largest > np.iinfo(np.uint16).max + 0.5:
-        raise ValueError(f"depth {largest / 1000:.1f} m exceeds the uint16 millimetre range (65.5 m)")
+    _check_millimetre_range(depth)
     return cv2.multiply(np.asarray(depth, np.float32), 1000.0, dtype=cv2.CV_16U)
+
+
+def _check_millimetre_range(depth: np.ndarray) -> None:
+    largest = float(np.max(depth, initial=0.0))
+    if largest * 1000.0 > np.iinfo(np.uint16).max + 0.5:
+        raise ValueError(f"depth {largest:.1f} m exceeds the uint16 millimetre range (65.5 m)")
 
 
 def finish_sample(rgb: np.ndarray, depth: np.ndarray, stored_depth: np.ndarray, background: np.ndarray,
@@ -49,9 +52,7 @@ def finish_sample(rgb: np.ndarray, depth: np.ndarray, stored_depth: np.ndarray, 
     """
     from render.kernels import depth_labels
 
-    largest = float(np.max(stored_depth, initial=0.0))
-    if largest * 1000.0 > np.iinfo(np.uint16).max + 0.5:
-        raise ValueError(f"depth {largest:.1f} m exceeds the uint16 millimetre range (65.5 m)")
+    _check_millimetre_range(stored_depth)
     depth_labels(depth, stored_depth, depth_out, mask_out)
     composite(rgb, mask_out, background, out=rgb_out)
 

@@ -25,10 +25,10 @@ from scipy.spatial.transform import Rotation
 
 from render.backgrounds import FAMILIES
 
-#: Skin base colours (linear-ish RGB in [0, 1]) from very light to very dark, chosen for this toolkit.
 #: Weights of the skin gradient per channel (R, G, B): it darkens green and blue more than red.
 SKIN_GRADIENT_CHANNELS = np.array([0.6, 1.0, 1.0])
 
+#: Skin base colours (linear-ish RGB in [0, 1]) from very light to very dark, chosen for this toolkit.
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.96, 0.80, 0.69),
     (0.92, 0.72, 0.60),

@@ -44,8 +44,8 @@ from datasets.shard_format import (ShardError, file_sha256, open_shard, read_man
 from render.gl import llvmpipe_threads
 from render.sampling import SynthConfig
 
-#: Bytes per pixel of a stored sample (rgb + depth + mask, lzf): measured ~2.1-2.3 on procedural
-#: backgrounds (docs/shard_storage.md); photos compress worse, hence the headroom.
+#: Bytes per pixel of a stored sample (rgb + depth + mask, Blosc lz4): 2.3 measured on procedural
+#: backgrounds (docs/rendering_benchmark.md, stored bytes per sample); photos compress worse, hence the headroom.
 ESTIMATED_BYTES_PER_PIXEL = 3.0
 #: Manifest fields that must agree between runs filling one directory.
 IDENTITY_FIELDS = ("generator", "config", "seed", "num", "shard_size", "chunk_size", "hand_model")
