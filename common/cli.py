@@ -187,13 +187,36 @@ def quiet_worker_signals() -> None:
     signal.signal(signal.SIGTERM, _exit_on_terminate)
 
 
+#: Signals received inside :func:`termination_deferred` (None: not inside one).
+_DEFERRED_SIGNALS: list[int] | None = None
+
+
 def _exit_on_terminate(signum, frame) -> None:
     # Further SIGTERMs (a broken pool terminates its workers again) must not cut the unwinding
     # short; a worker that hangs is SIGKILLed by its parent (render.synth._stop_workers).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _DEFERRED_SIGNALS is not None:
+        _DEFERRED_SIGNALS.append(signum)
+        return
     raise SystemExit(128 + signum)  # unwinds: atomic writes in progress delete their temporary files
+
+
+@contextlib.contextmanager
+def termination_deferred() -> Iterator[None]:
+    """In a worker (after :func:`quiet_worker_signals`): a SIGTERM that arrives inside the block ends
+    the process when the block is done, so two writes that belong together (a shard and its manifest
+    entry) are never cut apart. Not nested. A worker that overruns its parent's grace period is still
+    SIGKILLed; what that leaves (a temporary file, an unrecorded shard) is redone on resume."""
+    global _DEFERRED_SIGNALS
+    _DEFERRED_SIGNALS = []
+    try:
+        yield
+    finally:
+        received, _DEFERRED_SIGNALS = _DEFERRED_SIGNALS, None
+    if received:
+        raise SystemExit(128 + received[0])
 
 
 __all__ = ["run_tool", "tool_parser", "ToolParser", "HelpFormatter", "add_progress_switch", "apply_progress_switch",
            "positive_int", "require_writable_directory", "writing_into", "describe_os_error", "one_line",
-           "quiet_worker_signals", "OutputError", "INTERRUPTED_MESSAGE", "EXIT_INTERRUPTED"]
+           "quiet_worker_signals", "termination_deferred", "OutputError", "INTERRUPTED_MESSAGE", "EXIT_INTERRUPTED"]

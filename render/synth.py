@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from common.cli import termination_deferred
 from common.progress import Progress
 from datasets.shard_format import (ShardError, file_sha256, open_shard, read_manifest, record_invocation,
                                    record_shards, shard_name, write_shard)
@@ -236,8 +237,9 @@ def _render_and_write(job: GenerationJob, task: ShardTask) -> dict:
     attrs = {"source": "synthetic", "config": job.config.to_json(), "hand_model": _PIPELINE.identity,
              "seed": job.seed, "first_sample": task.start}
     try:
-        entry = write_shard(job.out, task.index, arrays, attrs)
-        record_shards(job.out, [entry], **manifest_fields(job, _PIPELINE.identity))
+        with termination_deferred():  # a stop arriving now waits for the shard and its manifest entry
+            entry = write_shard(job.out, task.index, arrays, attrs)
+            record_shards(job.out, [entry], **manifest_fields(job, _PIPELINE.identity))
     except OSError as exc:
         if exc.errno == errno.ENOSPC or "No space left" in str(exc):
             raise SynthError(f"{job.out}: no space left on device while writing {shard_name(task.index)}; "

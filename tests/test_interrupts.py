@@ -64,3 +64,23 @@ def test_ctrl_c_during_training_with_dataloader_workers(tmp_path):
     result = interrupt_when(command, lambda: (out / "checkpoints" / "last.pt").exists())
     assert_interrupted(result, out)
     assert not (out / "model.pt").exists()
+
+
+def test_a_worker_stop_inside_termination_deferred_waits_for_the_block():
+    """A render worker records its shard in the manifest inside ``termination_deferred``: a SIGTERM from the
+    parent (stopping a broken or interrupted pool) then ends the worker after the block, never between the
+    shard's rename and its manifest entry; outside the block it ends the worker at once."""
+    script = (
+        "import os, signal\n"
+        "from common.cli import quiet_worker_signals, termination_deferred\n"
+        "quiet_worker_signals()\n"
+        "with termination_deferred():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    print('the block finished', flush=True)\n"
+        "print('after the block', flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + signal.SIGTERM and result.stdout.splitlines() == ["the block finished"]
+    immediate = script.replace("with termination_deferred():", "if True:")
+    result = subprocess.run([sys.executable, "-c", immediate], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + signal.SIGTERM and result.stdout == ""
